@@ -1,0 +1,48 @@
+# Every target sets itself up on a fresh machine: .venv, the package, and (as root) Debian's
+# Fashion-MNIST. Without root the data step says how to get it and the demo falls back to the
+# bundled scikit-learn digits.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test test-all bench lint setup data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+data:
+	@if [ -f $(FMNIST) ] || [ -n "$$FASTUNLEARN_DATA" ]; then \
+		echo "fashion-mnist: found"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "fashion-mnist: installing Debian's dataset-fashion-mnist"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) || \
+		echo "fashion-mnist: apt-get failed; the demo will use the bundled digits data"; \
+	else \
+		echo "fashion-mnist: missing. Run 'sudo apt-get install dataset-fashion-mnist' or put the" \
+		     "4 idx .gz files in \$$FASTUNLEARN_DATA/fashion-mnist; falling back to digits."; \
+	fi
+
+demo: setup data
+	$(VENV)/bin/fastunlearn demo --out runs/demo
+
+test: setup data
+	$(PY) -m pytest -q
+
+test-all: setup data
+	$(PY) -m pytest -q -m ""
+
+bench: setup
+	$(PY) -m pytest benchmarks -q --benchmark-only
+
+lint: setup
+	$(VENV)/bin/ruff check fastunlearn tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,362 @@
+"""``fastunlearn`` command line — the only argparse in the package.
+
+Bad input prints one line on stderr (what was wrong, how to fix it) and exits with code 2,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+# ----------------------------------------------------------------------------------- parsers
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fastunlearn", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train an original model (or a gold model with --exclude-class)")
+    _add_data_args(t)
+    _add_model_args(t)
+    t.add_argument("--exclude-class", nargs="+", metavar="CLASS",
+                   help="train without these classes (the retrained 'gold' model)")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    _add_run_args(t)
+
+    u = sub.add_parser("unlearn", help="make a trained model forget a class or samples")
+    u.add_argument("--method", required=True, help="see `fastunlearn list methods`")
+    u.add_argument("--model-path", help="checkpoint to unlearn (default: checkpoints/MODEL_DATASET)")
+    u.add_argument("--model", help="with --dataset, picks checkpoints/MODEL_DATASET.safetensors")
+    u.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
+    u.add_argument("--data-root", help="directory holding the dataset files")
+    _add_forget_args(u)
+    u.add_argument("--epochs", type=int)
+    u.add_argument("--lr", type=float)
+    u.add_argument("--batch-size", type=int)
+    u.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="other method options, e.g. --set momentum=0.5 probe_size=256")
+    _add_run_args(u)
+
+    e = sub.add_parser("evaluate", help="metrics of a checkpoint on its forget set")
+    e.add_argument("--model-path", required=True)
+    e.add_argument("--reference", help="the retrained gold model's checkpoint")
+    e.add_argument("--original", help="the original model's checkpoint")
+    e.add_argument("--data-root", help="directory holding the dataset files")
+    _add_forget_args(e)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", default="auto")
+
+    ls = sub.add_parser("list", help="list models, datasets or methods")
+    ls.add_argument("what", choices=["models", "datasets", "methods"])
+
+    d = sub.add_parser("demo", help="original + gold + ft + ga on Fashion-MNIST, one table")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--dataset", default="fashion-mnist")
+    d.add_argument("--model", default="small_cnn")
+    d.add_argument("--forget-class", default="Coat")
+    d.add_argument("--epochs", type=int, default=5)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto")
+    d.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="fashion-mnist", help="see `fastunlearn list datasets`")
+    p.add_argument("--data-root", help="directory holding the dataset files")
+    p.add_argument("--download", action="store_true", help="download the dataset (needs internet)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip (default: on for CIFAR)")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="small_cnn", help="see `fastunlearn list models`")
+    p.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights")
+    p.add_argument("--weights", help="start from a local .safetensors weights file")
+
+
+def _add_forget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forget-type", choices=["class", "sample"],
+                   help="class: whole classes; sample: random samples (or --forget-ids)")
+    p.add_argument("--forget-class", nargs="+", metavar="CLASS", help="class names or indices")
+    p.add_argument("--forget-count", type=int, help="number of random samples to forget")
+    p.add_argument("--forget-fraction", type=float, help="fraction of random samples to forget")
+    p.add_argument("--forget-ids", help="file with one training index per line")
+    p.add_argument("--forget-seed", type=int, default=0, help="seed of the random forget set")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    p.add_argument("--out", help="output checkpoint path (.safetensors; a .json sidecar is added)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--no-progress", action="store_true")
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _load_data(name: str, root: str | None = None, download: bool = False, augment: bool | None = None):  # noqa: ANN202
+    from fastunlearn.data import load_dataset
+
+    kwargs: dict[str, Any] = {"download": download}
+    if root:
+        kwargs["root"] = root
+    if augment is not None:
+        kwargs["augment"] = augment
+    return load_dataset(name, **kwargs)
+
+
+def _forget_split(args: argparse.Namespace, data, stored: dict | None = None):  # noqa: ANN001, ANN202
+    from fastunlearn.data import forget_classes, forget_indices, forget_random, split_from_spec
+
+    kind = args.forget_type
+    if kind is None:
+        if args.forget_class:
+            kind = "class"
+        elif args.forget_count or args.forget_fraction or args.forget_ids:
+            kind = "sample"
+        elif stored:
+            return split_from_spec(data, stored)
+        else:
+            raise UsageError("say what to forget: --forget-type class --forget-class NAME, or "
+                             "--forget-type sample --forget-count N")
+    if kind == "class":
+        if not args.forget_class:
+            raise UsageError("--forget-type class needs --forget-class NAME [NAME …]")
+        return forget_classes(data, args.forget_class)
+    if args.forget_ids:
+        path = Path(args.forget_ids)
+        if not path.exists():
+            raise UsageError(f"--forget-ids file not found: {path}")
+        try:
+            ids = [int(tok) for tok in path.read_text().split()]
+        except ValueError as err:
+            raise UsageError(f"--forget-ids {path}: {err}; put one integer index per line") from err
+        return forget_indices(data, ids)
+    if args.forget_count is None and args.forget_fraction is None:
+        raise UsageError("--forget-type sample needs --forget-count N or --forget-fraction F")
+    if args.forget_count is not None and args.forget_fraction is not None:
+        raise UsageError("give --forget-count or --forget-fraction, not both")
+    return forget_random(data, count=args.forget_count, fraction=args.forget_fraction,
+                         seed=args.forget_seed)
+
+
+def _check_out(path: Path, force: bool) -> None:
+    from fastunlearn.checkpoint import checkpoint_paths
+
+    weights, sidecar = checkpoint_paths(path)
+    for p in (weights, sidecar):
+        if p.exists() and not force:
+            raise UsageError(f"{p} exists; pass --force to overwrite it or choose --out")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _print_metrics(metrics: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_jsonable(metrics), sort_keys=False))
+        return
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            print(f"{k}:")
+            for kk, vv in v.items():
+                print(f"  {kk:<24} {_fmt(vv)}")
+        else:
+            print(f"{k:<26} {_fmt(v)}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# --------------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from fastunlearn.checkpoint import save_checkpoint
+    from fastunlearn.data import forget_classes
+    from fastunlearn.evaluate import evaluate
+    from fastunlearn.models import create_model, list_models
+    from fastunlearn.train import TrainConfig, train
+
+    if args.model not in list_models():
+        raise UsageError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
+    if args.weights and not Path(args.weights).exists():
+        raise UsageError(f"--weights file not found: {args.weights}")
+    data = _load_data(args.dataset, args.data_root, args.download, args.augment)
+    split = forget_classes(data, args.exclude_class) if args.exclude_class else None
+    suffix = "_no-" + "-".join(split.forget_class_names) if split else ""
+    out = Path(args.out or f"checkpoints/{args.model}_{data.name}{suffix}.safetensors")
+    _check_out(out, args.force)
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                      optimizer=args.optimizer, weight_decay=args.weight_decay,
+                      label_smoothing=args.label_smoothing, seed=args.seed, device=args.device,
+                      progress=not args.no_progress)
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, data, pretrained=args.pretrained, weights=args.weights)
+    part = split.retain if split else data.train
+    train(model, part, cfg)
+    metrics = {k: v for k, v in evaluate(model, split).items() if k != "per_class_test_acc"} \
+        if split else {"test_acc": model.fastunlearn_history.epochs[-1].get("test_acc")}
+    path = save_checkpoint(out, model, dataset=data, forget=split.spec if split else None,
+                           seed=args.seed, train_config=cfg.to_dict(), metrics=metrics,
+                           extra={"role": "retrain" if split else "original"})
+    print(f"saved {path} (test_acc {metrics.get('test_acc', float('nan')):.2f} %)")
+    return 0
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from fastunlearn.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+    from fastunlearn.evaluate import evaluate
+    from fastunlearn.unlearn import get_method, make_config, unlearn
+
+    get_method(args.method)  # unknown method → clear error before any work
+    if args.model_path:
+        path = Path(args.model_path)
+    elif args.model and args.dataset:
+        path = Path(f"checkpoints/{args.model}_{args.dataset}.safetensors")
+    else:
+        raise UsageError("give --model-path P (or --model M --dataset D of a `fastunlearn train` run)")
+    meta = read_metadata(path)
+    dataset = args.dataset or (meta.get("dataset") or {}).get("name")
+    if not dataset:
+        raise UsageError(f"{path} does not name its dataset; pass --dataset")
+    if args.model and meta["model"]["name"] != args.model:
+        raise UsageError(f"{path} holds a {meta['model']['name']!r} model, not {args.model!r}")
+    data = _load_data(dataset, args.data_root)
+    split = _forget_split(args, data)
+    config = make_config(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         seed=args.seed, device=args.device, progress=not args.no_progress,
+                         **_parse_set(args.set))
+    kind = "class" if split.kind == "class" else "sample"
+    out = Path(args.out or path.with_name(f"{path.stem}_{config.method}_{kind}.safetensors"))
+    _check_out(out, args.force)
+    ckpt = load_checkpoint(path)
+    result = unlearn(ckpt.model, split, config)
+    metrics = {k: v for k, v in evaluate(result.model, split).items() if k != "per_class_test_acc"}
+    metrics.update(result.summary())
+    saved = save_checkpoint(out, result.model, dataset=data, forget=split.spec, seed=args.seed,
+                            metrics=metrics,
+                            extra={"role": "unlearned", "unlearn_config": config.to_dict(),
+                                   "source_checkpoint": str(path)})
+    print(f"saved {saved}: {config.method} on {split.describe()} in {result.rte_s:.1f} s; "
+          f"forget_acc {metrics['forget_acc']:.2f} retain_acc {metrics['retain_acc']:.2f} "
+          f"test_acc {metrics['test_acc']:.2f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fastunlearn.checkpoint import load_checkpoint, read_metadata
+    from fastunlearn.evaluate import evaluate
+
+    meta = read_metadata(args.model_path)
+    dataset = (meta.get("dataset") or {}).get("name")
+    if not dataset:
+        raise UsageError(f"{args.model_path} does not name its dataset")
+    data = _load_data(dataset, args.data_root)
+    split = _forget_split(args, data, stored=meta.get("forget"))
+    refs = {}
+    for key, p in (("retrained", args.reference), ("original", args.original)):
+        if p:
+            refs[key] = load_checkpoint(p, device=args.device if args.device != "auto" else "cpu").model
+    model = load_checkpoint(args.model_path).model
+    metrics = evaluate(model, split, **refs)
+    metrics = {"model_path": str(args.model_path), "forget": split.spec if split.kind != "indices"
+               else {"type": "indices", "count": len(split.forget)}, **metrics}
+    _print_metrics(metrics, args.json)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "models":
+        from fastunlearn.models import model_descriptions as describe
+    elif args.what == "datasets":
+        from fastunlearn.data import dataset_descriptions as describe
+    else:
+        from fastunlearn.unlearn import list_methods as describe
+    items = describe()
+    width = max(len(n) for n in items) + 2
+    for name, desc in items.items():
+        print(f"{name:<{width}}{desc}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fastunlearn.studies.demo import run_demo
+
+    table = run_demo(args.out, dataset=args.dataset, model=args.model,
+                     forget_class=args.forget_class, epochs=args.epochs, seed=args.seed,
+                     device=args.device, progress=not args.no_progress)
+    print(table)
+    print(f"written to {args.out}/results.md")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate,
+            "list": cmd_list, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fastunlearn.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        sys.stderr.write(f"fastunlearn {args.command}: error: {msg}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("fastunlearn: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Forget sets: which training samples must be forgotten, and the views every method needs.
+
+A :class:`ForgetSplit` partitions the train set into ``forget`` and ``retain`` (disjoint, union =
+train) and the test set into ``test_forget`` / ``test_retain`` (for class forgetting: test samples
+of the forgotten classes vs the rest; for sample forgetting: empty / the whole test set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fastunlearn.data.base import DataPart, ImageDataset
+
+
+@dataclass
+class ForgetSplit:
+    """A dataset with a forget set. ``spec`` is JSON-serialisable and rebuilds the split
+    exactly through :func:`split_from_spec`."""
+
+    data: ImageDataset
+    forget_idx: Tensor
+    spec: dict[str, Any]
+    forget_class_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.forget_idx = torch.as_tensor(self.forget_idx, dtype=torch.long).sort().values
+        n = len(self.data.train_labels)
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[self.forget_idx] = True
+        self._forget_mask = mask
+        self.retain_idx = torch.nonzero(~mask).flatten()
+        if self.forget_class_ids:
+            tmask = torch.isin(self.data.test_labels, torch.tensor(self.forget_class_ids))
+        else:
+            tmask = torch.zeros(len(self.data.test_labels), dtype=torch.bool)
+        self._test_forget_idx = torch.nonzero(tmask).flatten()
+        self._test_retain_idx = torch.nonzero(~tmask).flatten()
+
+    @property
+    def kind(self) -> str:
+        return str(self.spec["type"])
+
+    @property
+    def forget(self) -> DataPart:
+        return DataPart(self.data, "train", self.forget_idx, "forget")
+
+    @property
+    def retain(self) -> DataPart:
+        return DataPart(self.data, "train", self.retain_idx, "retain")
+
+    @property
+    def full(self) -> DataPart:
+        return DataPart(self.data, "train", torch.arange(len(self.data.train_labels)), "train")
+
+    @property
+    def test(self) -> DataPart:
+        return DataPart(self.data, "test", torch.arange(len(self.data.test_labels)), "test")
+
+    @property
+    def test_forget(self) -> DataPart:
+        return DataPart(self.data, "test", self._test_forget_idx, "test_forget")
+
+    @property
+    def test_retain(self) -> DataPart:
+        return DataPart(self.data, "test", self._test_retain_idx, "test_retain")
+
+    @property
+    def forget_class_names(self) -> list[str]:
+        return [self.data.classes[i] for i in self.forget_class_ids]
+
+    def describe(self) -> str:
+        if self.kind == "class":
+            return f"class {', '.join(self.forget_class_names)} ({len(self.forget_idx)} samples)"
+        return f"{len(self.forget_idx)} {self.kind} samples (seed {self.spec.get('seed')})"
+
+
+def forget_classes(data: ImageDataset, classes: Iterable[str | int] | str | int) -> ForgetSplit:
+    """Forget every training sample of one or several classes (names or indices)."""
+    if isinstance(classes, (str, int)):
+        classes = [classes]
+    ids = [data.class_index(c) for c in classes]
+    if not ids:
+        raise ValueError("forget_classes needs at least one class name or index")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"class listed twice in {list(classes)!r}; give each class once")
+    if len(ids) >= data.num_classes:
+        raise ValueError(
+            f"cannot forget all {data.num_classes} classes of {data.name}; leave at least one"
+        )
+    ids = sorted(ids)
+    idx = torch.nonzero(torch.isin(data.train_labels, torch.tensor(ids))).flatten()
+    if idx.numel() == 0:
+        raise ValueError(f"classes {ids} have no training samples in {data.name}")
+    spec = {"type": "class", "classes": [data.classes[i] for i in ids]}
+    return ForgetSplit(data, idx, spec, ids)
+
+
+def forget_random(
+    data: ImageDataset,
+    count: int | None = None,
+    *,
+    fraction: float | None = None,
+    seed: int = 0,
+) -> ForgetSplit:
+    """Forget ``count`` (or ``fraction`` of the) training samples drawn uniformly at random.
+    The same seed always gives the same set."""
+    n = len(data.train_labels)
+    if (count is None) == (fraction is None):
+        raise ValueError("forget_random needs exactly one of count= or fraction=")
+    if fraction is not None:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        count = max(1, round(fraction * n))
+    assert count is not None
+    if isinstance(count, bool) or int(count) != count:
+        raise ValueError(f"count must be a whole number, got {count!r}")
+    count = int(count)
+    if count <= 0:
+        raise ValueError(f"forget count must be positive, got {count}")
+    if count >= n:
+        raise ValueError(
+            f"forget count {count} must be smaller than the {n} training samples of {data.name}"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=g)[:count]
+    spec: dict[str, Any] = {"type": "random", "count": count, "seed": int(seed)}
+    if fraction is not None:
+        spec["fraction"] = fraction
+    return ForgetSplit(data, idx, spec)
+
+
+def forget_indices(data: ImageDataset, ids: Sequence[int] | Tensor) -> ForgetSplit:
+    """Forget an explicit list of training-set indices (no duplicates, all in range)."""
+    t = torch.as_tensor(list(ids) if not isinstance(ids, Tensor) else ids, dtype=torch.long)
+    t = t.flatten()
+    n = len(data.train_labels)
+    if t.numel() == 0:
+        raise ValueError("forget_indices got an empty list; give at least one training index")
+    vals, counts = t.unique(return_counts=True)
+    if (counts > 1).any():
+        dup = vals[counts > 1][:10].tolist()
+        raise ValueError(f"duplicate ids in forget set: {dup}; give each index once")
+    bad = t[(t < 0) | (t >= n)]
+    if bad.numel():
+        raise ValueError(
+            f"ids out of range for {data.name} (0..{n - 1}): {bad[:10].tolist()}"
+        )
+    if t.numel() >= n:
+        raise ValueError("cannot forget every training sample; leave some to retain")
+    return ForgetSplit(data, t, {"type": "indices", "ids": sorted(int(v) for v in t)})
+
+
+def split_from_spec(data: ImageDataset, spec: dict[str, Any]) -> ForgetSplit:
+    """Rebuild a split from its ``spec`` (as stored in checkpoint metadata)."""
+    kind = spec.get("type")
+    if kind == "class":
+        return forget_classes(data, spec["classes"])
+    if kind == "random":
+        if "fraction" in spec:
+            return forget_random(data, fraction=spec["fraction"], seed=spec.get("seed", 0))
+        return forget_random(data, count=spec["count"], seed=spec.get("seed", 0))
+    if kind == "indices":
+        return forget_indices(data, spec["ids"])
+    raise ValueError(f"unknown forget spec type {kind!r}; expected class, random or indices")

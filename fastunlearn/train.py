@@ -1,0 +1,180 @@
+"""One training loop for every model fastunlearn trains: the original model (all train data),
+the retrained "gold" model (retain set only), and fine-tuning style unlearning.
+
+SGD or AdamW, cosine or constant schedule with optional warm-up, weight decay, label smoothing,
+AMP on CUDA, a tqdm bar, seed control and per-epoch evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fastunlearn._device import resolve_device, synchronize
+from fastunlearn.data.base import DataPart
+from fastunlearn.inference import accuracy
+
+log = logging.getLogger(__name__)
+
+_OPTIMIZERS = ("sgd", "adamw")
+_SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters. Defaults train ``small_cnn`` on Fashion-MNIST to ≈ 91 % test
+    accuracy in a few epochs on CPU."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    amp: bool = True
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch records: loss, train accuracy, eval accuracies, seconds."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def build_optimizer(
+    params: Any, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNG and return a CPU generator for shuffling."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def train(
+    model: nn.Module,
+    data: DataPart,
+    config: TrainConfig | None = None,
+    *,
+    eval_on: dict[str, DataPart] | None = None,
+) -> nn.Module:
+    """Train ``model`` in place on ``data`` and return it.
+
+    ``eval_on`` maps names to parts evaluated every ``config.eval_every`` epochs (default: the
+    dataset's test set). The history is attached as ``model.fastunlearn_history``.
+    """
+    config = config or TrainConfig()
+    if len(data) == 0:
+        raise ValueError("cannot train on an empty dataset part")
+    device = resolve_device(config.device)
+    gen = seed_everything(config.seed)
+    model.to(device)
+    if eval_on is None:
+        eval_on = {"test": data.dataset.test}
+    opt = build_optimizer(
+        model.parameters(), config.optimizer, config.lr, config.momentum, config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history = TrainHistory()
+    step = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, desc=f"train {data.name}", disable=not config.progress, leave=False)
+    for epoch in range(config.epochs):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for x, y in data.batches(config.batch_size, shuffle=True, generator=gen, device=device):
+            for group in opt.param_groups:
+                group["lr"] = config.lr * lr_factor(step, total, warmup, config.schedule)
+            ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+            with ctx:
+                out = model(x)
+                loss = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+            bar.update(1)
+        record = {
+            "epoch": epoch + 1,
+            "loss": loss_sum.item() / seen,
+            "train_acc": 100.0 * correct.item() / seen,
+        }
+        if config.eval_every and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+            for name, part in eval_on.items():
+                record[f"{name}_acc"] = accuracy(model, part)
+        synchronize(device)
+        record["seconds"] = time.perf_counter() - t0
+        history.epochs.append(record)
+        bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
+        log.info("epoch %d/%d %s", epoch + 1, config.epochs, record)
+    bar.close()
+    history.seconds = time.perf_counter() - t0
+    model.eval()
+    model.fastunlearn_history = history  # type: ignore[attr-defined]
+    return model

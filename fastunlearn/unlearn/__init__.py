@@ -1,0 +1,26 @@
+"""Unlearning methods: a registry of ``fn(model, split, config) -> UnlearnResult``."""
+
+from fastunlearn.unlearn._registry import (
+    get_method,
+    list_methods,
+    make_config,
+    register_method,
+    unlearn,
+)
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult
+from fastunlearn.unlearn.ft import FTConfig
+from fastunlearn.unlearn.ga import GAConfig
+from fastunlearn.unlearn.retrain import RetrainConfig
+
+__all__ = [
+    "FTConfig",
+    "GAConfig",
+    "RetrainConfig",
+    "UnlearnConfig",
+    "UnlearnResult",
+    "get_method",
+    "list_methods",
+    "make_config",
+    "register_method",
+    "unlearn",
+]

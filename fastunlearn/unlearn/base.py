@@ -1,0 +1,65 @@
+"""Shared pieces of every unlearning method: the base config, the result, common loops."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fastunlearn.data.splits import ForgetSplit
+
+
+@dataclass
+class UnlearnConfig:
+    """Hyper-parameters every method shares. Subclasses set ``method`` and add their own."""
+
+    method: ClassVar[str] = ""
+
+    epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) != self.epochs or self.epochs < 0:
+            raise ValueError(f"{self.method}: epochs must be a non-negative integer, got {self.epochs}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"{self.method}: lr must be a positive number, got {self.lr}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"{self.method}: batch_size must be a positive integer, got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **asdict(self)}
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned model plus its cost: ``rte_s`` is the wall time of everything the method
+    needed (device synchronised, evaluation excluded), ``peak_mem_mb`` the peak memory rise."""
+
+    model: nn.Module
+    method: str
+    config: UnlearnConfig
+    rte_s: float = 0.0
+    peak_mem_mb: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "rte_s": self.rte_s,
+            "peak_mem_mb": self.peak_mem_mb,
+            **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))},
+        }
+
+
+def check_split(split: ForgetSplit, method: str, *, needs_forget: bool = True) -> None:
+    if needs_forget and len(split.forget) == 0:
+        raise ValueError(f"{method}: the forget set is empty")
+    if len(split.retain) == 0:
+        raise ValueError(f"{method}: the retain set is empty")

@@ -1,0 +1,128 @@
+"""``ga``: gradient ascent on the forget set, with a divergence guard.
+
+Each step maximises the cross-entropy of the forget batch (minimises ``-CE``). Gradient ascent
+is unbounded, so the loop watches two things and stops — restoring the weights of the last
+healthy check — when either fails:
+
+* the loss becomes NaN/inf;
+* accuracy on a fixed retain probe falls below ``collapse_fraction`` × its value before
+  unlearning (checked every ``check_every`` steps).
+
+It also stops early once accuracy on a forget probe reaches ``target_forget_acc`` (if set).
+``result.info`` reports ``stopped_early``, ``stop_reason`` and the steps taken.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from fastunlearn._device import resolve_device
+from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.inference import accuracy
+from fastunlearn.train import seed_everything
+from fastunlearn.unlearn._registry import register_method
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GAConfig(UnlearnConfig):
+    """Gradient-ascent recipe. Default (Fashion-MNIST ``small_cnn``): SGD lr 1e-3, momentum 0.9,
+    up to 3 epochs over the forget set, batch 128, stop when the forget probe's accuracy reaches
+    ``target_forget_acc`` = 5 % or the retain probe falls under half its starting accuracy."""
+
+    method = "ga"
+    epochs: int = 3
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    probe_size: int = 512
+    check_every: int = 5
+    collapse_fraction: float = 0.5
+    target_forget_acc: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"ga: momentum must be in [0, 1), got {self.momentum}")
+        if self.probe_size < 1 or self.check_every < 1:
+            raise ValueError("ga: probe_size and check_every must be ≥ 1")
+        if not 0 < self.collapse_fraction < 1:
+            raise ValueError(f"ga: collapse_fraction must be in (0, 1), got {self.collapse_fraction}")
+        if self.target_forget_acc is not None and not 0 <= self.target_forget_acc <= 100:
+            raise ValueError("ga: target_forget_acc must be a percentage in [0, 100] or None")
+
+
+@register_method(GAConfig)
+def ga(model: nn.Module, split: ForgetSplit, config: GAConfig) -> UnlearnResult:
+    """Gradient ascent on the forget set (stops on divergence or retain collapse)."""
+    check_split(split, "ga")
+    device = resolve_device(config.device)
+    gen = seed_everything(config.seed)
+    retain_probe = split.retain.take(config.probe_size, seed=config.seed)
+    forget_probe = split.forget.take(config.probe_size, seed=config.seed)
+    start_retain = accuracy(model, retain_probe)
+    floor = config.collapse_fraction * start_retain
+    opt = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    good_state = copy.deepcopy(model.state_dict())
+    steps, reason = 0, ""
+    total = config.epochs * math.ceil(len(split.forget) / config.batch_size)
+    bar = tqdm(total=total, desc="ga", disable=not config.progress, leave=False)
+    model.train()
+    for _ in range(config.epochs):
+        for x, y in split.forget.batches(config.batch_size, shuffle=True, generator=gen, device=device):
+            loss = -F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                reason = "loss is not finite"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+            bar.update(1)
+            if steps % config.check_every == 0 or steps == total:
+                reason = _check(model, retain_probe, forget_probe, floor, config)
+                model.train()
+                if reason.startswith("retain"):
+                    break
+                good_state = copy.deepcopy(model.state_dict())
+                if reason:
+                    break
+        if reason:
+            break
+    bar.close()
+    diverged = reason.startswith(("retain", "loss"))
+    if diverged:
+        log.warning("ga stopped after %d steps: %s; restored the last healthy weights", steps, reason)
+        model.load_state_dict(good_state)
+    model.eval()
+    info = {
+        "steps": steps,
+        "stopped_early": bool(reason),
+        "stop_reason": reason or "epochs done",
+        "diverged": diverged,
+        "retain_probe_start": start_retain,
+    }
+    return UnlearnResult(model, "ga", config, info=info)
+
+
+def _check(model: nn.Module, retain_probe, forget_probe, floor: float, config: GAConfig) -> str:  # noqa: ANN001
+    r = accuracy(model, retain_probe)
+    if r < floor:
+        return f"retain accuracy collapsed ({r:.1f} % < {floor:.1f} %)"
+    if config.target_forget_acc is not None:
+        f = accuracy(model, forget_probe)
+        if f <= config.target_forget_acc:
+            return f"forget accuracy reached target ({f:.1f} % ≤ {config.target_forget_acc} %)"
+    return ""
