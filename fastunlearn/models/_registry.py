@@ -12,6 +12,7 @@ import fnmatch
 import inspect
 import json
 import logging
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -87,8 +88,8 @@ def _unknown(name: str) -> str:
 
 
 def _as_size(img_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(img_size, int):
-        size = (img_size, img_size)
+    if isinstance(img_size, numbers.Integral):
+        size = (int(img_size), int(img_size))
     else:
         size = tuple(int(s) for s in img_size)
         if len(size) != 2:
@@ -109,7 +110,7 @@ def create_model(
     weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model for ``data`` (or explicit ``num_classes``/``in_chans``/``img_size``).
+    """Build model ``name`` for ``data`` (or explicit ``num_classes``/``in_chans``/``img_size``).
 
     Explicit arguments override what ``data`` (any object with ``num_classes``, ``channels`` and
     ``image_size``) says.  ``pretrained=True`` asks timm for its ImageNet weights (needs the
@@ -162,10 +163,6 @@ def create_model(
         pretrained=use_pretrained,
         **kwargs,
     )
-    if weights is not None:
-        from fastunlearn.models.weights import load_weights
-
-        load_weights(model, weights)
     model.fastunlearn_spec = {
         "name": key,
         "num_classes": num_classes,
@@ -173,8 +170,13 @@ def create_model(
         "img_size": [size[0], size[1]],
         "kwargs": spec_kwargs,
     }
-    logger.debug("created model %s for %s classes, %s channels, %s px", key, num_classes,
-                 in_chans, size)
+    if weights is not None:
+        from fastunlearn.models.weights import load_weights
+
+        load_weights(model, weights)
+    logger.debug(
+        "created model %s for %s classes, %s channels, %s px", key, num_classes, in_chans, size
+    )
     return model
 
 

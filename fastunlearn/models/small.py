@@ -32,6 +32,20 @@ def _no_options(name: str, kwargs: dict[str, Any], allowed: tuple[str, ...] = ()
         )
 
 
+def _channels_last(x: Tensor) -> Tensor:
+    """``x`` in channels-last layout.
+
+    For 1-channel images ``x.contiguous(memory_format=torch.channels_last)`` keeps the NCHW
+    strides (both layouts are the same bytes), and convolutions then stay on the slower NCHW
+    path; a reshape/permute view with NHWC strides makes oneDNN pick its fast channels-last
+    kernels (and, unlike ``as_strided``, works under ``torch.func.vmap``).
+    """
+    if x.dim() == 4 and x.shape[1] == 1:
+        n, _, h, w = x.shape
+        return x.reshape(n, h, w, 1).permute(0, 3, 1, 2)
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 def _pool() -> nn.MaxPool2d:
     return nn.MaxPool2d(2, ceil_mode=True)
 
@@ -72,6 +86,10 @@ class SmallCNN(_SmallNet):
 
     The map after the convs (``ceil(H/4) × ceil(W/4)``, 7×7 for 28×28 input) is average-pooled
     down to at most ``max_grid × max_grid`` so the FC layer stays small on large images.
+
+    Speed (CPU training is the common case): activations run in channels-last layout (the
+    parameters stay ordinary contiguous tensors) and max-pooling comes before each ReLU; both
+    leave the computed function unchanged and together give ~2x training throughput on CPU.
     """
 
     def __init__(
@@ -85,13 +103,14 @@ class SmallCNN(_SmallNet):
     ) -> None:
         super().__init__()
         c1, c2 = width
+        # Pool before ReLU: the same function (ReLU and max commute), 4x less ReLU work.
         self.features = nn.Sequential(
             nn.Conv2d(in_chans, c1, 3, padding=1),
-            nn.ReLU(inplace=True),
             _pool(),
+            nn.ReLU(inplace=True),
             nn.Conv2d(c1, c2, 3, padding=1),
-            nn.ReLU(inplace=True),
             _pool(),
+            nn.ReLU(inplace=True),
         )
         fh, fw = (-(-img_size[0] // 4), -(-img_size[1] // 4))
         grid = (min(fh, max_grid), min(fw, max_grid))
@@ -101,6 +120,10 @@ class SmallCNN(_SmallNet):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Feature maps ``[N, C, h, w]`` (channels-last memory layout) before the head."""
+        return self.features(_channels_last(x))
 
 
 class LeNet5(_SmallNet):

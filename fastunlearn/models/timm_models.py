@@ -4,7 +4,10 @@
 timm is imported lazily inside the factories, so ``import fastunlearn.models`` stays fast.
 Adaptations only change strides, padding or the stem conv and keep timm's module names, so
 state dicts stay timm-like.  "Small" means ``max(H, W) <= 64`` (digits, MNIST, CIFAR).
-Extra keyword arguments go to ``timm.create_model`` (e.g. ``drop_rate=0.1``).
+Extra keyword arguments go to ``timm.create_model`` (e.g. ``drop_rate=0.1``).  Offline,
+ImageNet weights already on disk can still be adapted by timm (patch-embedding and position-
+embedding resampling for ``vit_tiny``, channel folding for 1-channel input) with
+``pretrained=True, pretrained_cfg_overlay={"file": "/path/model.safetensors"}``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import logging
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -72,10 +71,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     from safetensors.torch import save_file
 
     p = Path(path)
-    state = {
-        k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
-    }
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     p.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(p))
     return p
-
