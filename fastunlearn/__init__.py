@@ -44,6 +44,12 @@ __all__ = sorted(_LAZY) + ["__version__"]
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
+        if name.endswith("Config") and not name.startswith("_"):
+            # every registered method's config: fu.SalUnConfig, fu.SCRUBConfig, …
+            configs = importlib.import_module("fastunlearn.unlearn").config_classes()
+            if name in configs:
+                globals()[name] = configs[name]
+                return configs[name]
         raise AttributeError(f"module 'fastunlearn' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

@@ -127,7 +127,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if not weights.exists():
         raise CheckpointError(f"checkpoint not found: {weights}")
     if not sidecar.exists():
-        raise CheckpointError(f"checkpoint metadata not found: {sidecar} (it must sit beside {weights.name})")
+        raise CheckpointError(
+            f"checkpoint metadata not found: {sidecar} (it must sit beside {weights.name})"
+        )
     try:
         meta = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -152,15 +154,13 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from fastunlearn.models import create_model
+    from fastunlearn.models import model_from_spec
 
     weights, sidecar = checkpoint_paths(path)
     meta = read_metadata(weights)
     spec = meta.get("model") or {}
     if expect_model is not None and spec.get("name") != expect_model:
-        raise CheckpointError(
-            f"{weights} holds a {spec.get('name')!r} model, not {expect_model!r}"
-        )
+        raise CheckpointError(f"{weights} holds a {spec.get('name')!r} model, not {expect_model!r}")
     blob = weights.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if meta.get("weights_sha256") and digest != meta["weights_sha256"]:
@@ -172,15 +172,9 @@ def load_checkpoint(
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({err})") from err
     try:
-        model = create_model(
-            spec["name"],
-            num_classes=spec["num_classes"],
-            in_chans=spec["in_chans"],
-            img_size=tuple(spec["img_size"]),
-            **spec.get("kwargs", {}),
-        )
-    except KeyError as err:
-        raise CheckpointError(f"{sidecar} lacks model field {err}") from err
+        model = model_from_spec(spec)
+    except ValueError as err:
+        raise CheckpointError(f"{sidecar}: cannot rebuild the model ({err})") from err
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -1,4 +1,4 @@
-"""Batched prediction over a :class:`~fastunlearn.data.DataPart` (used by training and evaluation)."""
+"""Batched prediction over a :class:`~fastunlearn.data.DataPart` (training and evaluation)."""
 
 from __future__ import annotations
 

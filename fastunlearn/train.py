@@ -165,7 +165,9 @@ def train(
             "loss": loss_sum.item() / seen,
             "train_acc": 100.0 * correct.item() / seen,
         }
-        if config.eval_every and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+        if config.eval_every and (
+            (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+        ):
             for name, part in eval_on.items():
                 record[f"{name}_acc"] = accuracy(model, part)
         synchronize(device)

@@ -10,8 +10,14 @@ from fastunlearn.models import create_model
 @pytest.fixture()
 def saved(tmp_path, synthetic):
     model = create_model("small_cnn", synthetic)
-    path = save_checkpoint(tmp_path / "m", model, dataset=synthetic, seed=3,
-                           forget={"type": "class", "classes": ["class1"]}, metrics={"test_acc": 1.0})
+    path = save_checkpoint(
+        tmp_path / "m",
+        model,
+        dataset=synthetic,
+        seed=3,
+        forget={"type": "class", "classes": ["class1"]},
+        metrics={"test_acc": 1.0},
+    )
     return model, path
 
 

@@ -6,13 +6,24 @@ import pytest
 
 from fastunlearn.cli import main
 
-TRAIN = ["train", "--dataset", "digits", "--model", "small_cnn", "--epochs", "8", "--no-progress",
-         "--device", "cpu"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--model",
+    "small_cnn",
+    "--epochs",
+    "8",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastunlearn.cli", *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "fastunlearn.cli", *args], capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -20,7 +31,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     [
         (["train", "--model", "resnet99", "--dataset", "digits"], "unknown model 'resnet99'"),
         (["train", "--dataset", "imagenet9"], "unknown dataset 'imagenet9'"),
-        (["train", "--dataset", "digits", "--exclude-class", "airplane"], "unknown class 'airplane'"),
+        (
+            ["train", "--dataset", "digits", "--exclude-class", "airplane"],
+            "unknown class 'airplane'",
+        ),
         (["evaluate", "--model-path", "nope/missing.safetensors"], "checkpoint not found"),
         (["unlearn", "--method", "ga", "--model-path", "nope.safetensors"], "checkpoint not found"),
         (["unlearn", "--method", "magic", "--model-path", "x"], "unknown method 'magic'"),
@@ -29,8 +43,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, match, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fastunlearn.cli", *args], capture_output=True,
-                          text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastunlearn.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -55,24 +73,85 @@ def test_train_unlearn_evaluate_end_to_end(tmp_path, capsys):
     gold = tmp_path / "gold.safetensors"
     assert main([*TRAIN, "--exclude-class", "3", "--out", str(gold)]) == 0
     unl = tmp_path / "ft.safetensors"
-    assert main(["unlearn", "--method", "ft", "--model-path", str(orig), "--forget-type", "class",
-                 "--forget-class", "3", "--epochs", "3", "--out", str(unl), "--no-progress",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "unlearn",
+                "--method",
+                "ft",
+                "--model-path",
+                str(orig),
+                "--forget-type",
+                "class",
+                "--forget-class",
+                "3",
+                "--epochs",
+                "3",
+                "--out",
+                str(unl),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["evaluate", "--model-path", str(unl), "--reference", str(gold), "--original",
-                 str(orig), "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model-path",
+                str(unl),
+                "--reference",
+                str(gold),
+                "--original",
+                str(orig),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
-    for key in ("forget_acc", "UA", "retain_acc", "test_acc", "test_forget_acc",
-                "test_retain_acc", "retrain_forget_acc", "original_forget_acc"):
+    for key in (
+        "forget_acc",
+        "UA",
+        "retain_acc",
+        "test_acc",
+        "test_forget_acc",
+        "test_retain_acc",
+        "retrain_forget_acc",
+        "original_forget_acc",
+    ):
         assert key in out
     assert out["forget"] == {"type": "class", "classes": ["3"]}
     assert out["UA"] == pytest.approx(100 - out["forget_acc"])
     assert out["original_forget_acc"] > 80 and out["retrain_forget_acc"] < 5
     # sample forgetting with --set, via the seed-style flags
     ga = tmp_path / "ga.safetensors"
-    assert main(["unlearn", "--method", "ga", "--model-path", str(orig), "--forget-type", "sample",
-                 "--forget-count", "50", "--set", "probe_size=64", "--out", str(ga),
-                 "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "unlearn",
+                "--method",
+                "ga",
+                "--model-path",
+                str(orig),
+                "--forget-type",
+                "sample",
+                "--forget-count",
+                "50",
+                "--set",
+                "probe_size=64",
+                "--out",
+                str(ga),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     meta = json.loads(ga.with_suffix(".json").read_text())
     assert meta["forget"]["type"] == "random" and meta["unlearn_config"]["probe_size"] == 64
     assert meta["metrics"]["rte_s"] > 0
@@ -82,13 +161,35 @@ def test_unlearn_bad_option_is_one_line(tmp_path, capsys):
     orig = tmp_path / "o.safetensors"
     assert main([*TRAIN, "--epochs", "1", "--out", str(orig)]) == 0
     capsys.readouterr()
-    rc = main(["unlearn", "--method", "ft", "--model-path", str(orig), "--forget-class", "3",
-               "--set", "wings=2"])
+    rc = main(
+        [
+            "unlearn",
+            "--method",
+            "ft",
+            "--model-path",
+            str(orig),
+            "--forget-class",
+            "3",
+            "--set",
+            "wings=2",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "has no option 'wings'" in err and len(err.strip().splitlines()) == 1
     rc = main(["unlearn", "--method", "ft", "--model-path", str(orig), "--forget-type", "sample"])
     assert rc == 2 and "--forget-count" in capsys.readouterr().err
-    rc = main(["unlearn", "--method", "ga", "--model-path", str(orig), "--forget-class", "3",
-               "--lr", "-1"])
+    rc = main(
+        [
+            "unlearn",
+            "--method",
+            "ga",
+            "--model-path",
+            str(orig),
+            "--forget-class",
+            "3",
+            "--lr",
+            "-1",
+        ]
+    )
     assert rc == 2 and "lr must be a positive" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json", "o.safetensors"]

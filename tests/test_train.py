@@ -26,8 +26,15 @@ def test_same_seed_same_weights(synthetic):
 
 
 def test_adamw_and_label_smoothing(synthetic):
-    cfg = TrainConfig(epochs=2, optimizer="adamw", lr=3e-3, label_smoothing=0.1,
-                      warmup_epochs=1, device="cpu", progress=False)
+    cfg = TrainConfig(
+        epochs=2,
+        optimizer="adamw",
+        lr=3e-3,
+        label_smoothing=0.1,
+        warmup_epochs=1,
+        device="cpu",
+        progress=False,
+    )
     m = train(create_model("small_cnn", synthetic), synthetic.train, cfg)
     assert m.fastunlearn_history.epochs[-1]["test_acc"] > 80
 
@@ -42,8 +49,15 @@ def test_cosine_schedule_shape():
 
 @pytest.mark.parametrize(
     "kw",
-    [{"epochs": 0}, {"lr": -1.0}, {"optimizer": "rmsprop"}, {"schedule": "step"},
-     {"weight_decay": -1}, {"label_smoothing": 1.0}, {"batch_size": 0}],
+    [
+        {"epochs": 0},
+        {"lr": -1.0},
+        {"optimizer": "rmsprop"},
+        {"schedule": "step"},
+        {"weight_decay": -1},
+        {"label_smoothing": 1.0},
+        {"batch_size": 0},
+    ],
 )
 def test_bad_config(kw):
     with pytest.raises(ValueError):

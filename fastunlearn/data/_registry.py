@@ -24,7 +24,9 @@ class DatasetEntry:
 _DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
+def register_dataset(
+    name: str,
+) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
     """Register ``loader(**kwargs) -> ImageDataset`` under ``name``; its docstring's first line
     is the description shown by ``fastunlearn list datasets``.
 

@@ -84,8 +84,13 @@ class ImageDataset:
         return DataPart(self, "test", torch.arange(len(self.test_labels)))
 
     def class_index(self, cls: str | int) -> int:
-        """Resolve a class given by name (case-insensitive) or index; ValueError lists valid names."""
-        if isinstance(cls, int) or (isinstance(cls, str) and cls.strip().lstrip("-").isdigit()):
+        """Resolve a class name (case-insensitive; exact names win) or index; a ValueError
+        lists the valid names."""
+        lowered = [c.lower() for c in self.classes]
+        key = str(cls).strip().lower()
+        if not isinstance(cls, int) and key in lowered:
+            return lowered.index(key)
+        if isinstance(cls, int) or key.lstrip("-").isdigit():
             i = int(cls)
             if not 0 <= i < self.num_classes:
                 raise ValueError(
@@ -93,13 +98,9 @@ class ImageDataset:
                     f"(0..{self.num_classes - 1}); valid names: {', '.join(self.classes)}"
                 )
             return i
-        lowered = [c.lower() for c in self.classes]
-        key = str(cls).strip().lower()
-        if key not in lowered:
-            raise ValueError(
-                f"unknown class {cls!r} for {self.name}; valid names: {', '.join(self.classes)}"
-            )
-        return lowered.index(key)
+        raise ValueError(
+            f"unknown class {cls!r} for {self.name}; valid names: {', '.join(self.classes)}"
+        )
 
     def describe(self) -> dict:
         return {

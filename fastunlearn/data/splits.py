@@ -147,9 +147,7 @@ def forget_indices(data: ImageDataset, ids: Sequence[int] | Tensor) -> ForgetSpl
         raise ValueError(f"duplicate ids in forget set: {dup}; give each index once")
     bad = t[(t < 0) | (t >= n)]
     if bad.numel():
-        raise ValueError(
-            f"ids out of range for {data.name} (0..{n - 1}): {bad[:10].tolist()}"
-        )
+        raise ValueError(f"ids out of range for {data.name} (0..{n - 1}): {bad[:10].tolist()}")
     if t.numel() >= n:
         raise ValueError("cannot forget every training sample; leave some to retain")
     return ForgetSplit(data, t, {"type": "indices", "ids": sorted(int(v) for v in t)})

@@ -52,7 +52,9 @@ def run_demo(
     t0 = time.perf_counter()
     original = train(net, split.full, tcfg, eval_on={})
     train_s = time.perf_counter() - t0
-    save_checkpoint(out / "original", original, dataset=data, seed=seed, train_config=tcfg.to_dict())
+    save_checkpoint(
+        out / "original", original, dataset=data, seed=seed, train_config=tcfg.to_dict()
+    )
 
     common = {"seed": seed, "device": device, "progress": progress}
     gold = unlearn(original, split, RetrainConfig(epochs=epochs, **common))

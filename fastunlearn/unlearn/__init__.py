@@ -1,6 +1,7 @@
 """Unlearning methods: a registry of ``fn(model, split, config) -> UnlearnResult``."""
 
 from fastunlearn.unlearn._registry import (
+    config_classes,
     get_method,
     list_methods,
     make_config,
@@ -18,6 +19,7 @@ __all__ = [
     "RetrainConfig",
     "UnlearnConfig",
     "UnlearnResult",
+    "config_classes",
     "get_method",
     "list_methods",
     "make_config",

@@ -61,6 +61,12 @@ def list_methods() -> dict[str, str]:
     return {n: _METHODS[n].description for n in sorted(_METHODS)}
 
 
+def config_classes() -> dict[str, type[UnlearnConfig]]:
+    """``{ConfigClassName: class}`` of every registered method (e.g. ``"SalUnConfig"``)."""
+    _ensure_builtin()
+    return {e.config_cls.__name__: e.config_cls for e in _METHODS.values()}
+
+
 def get_method(name: str) -> MethodEntry:
     _ensure_builtin()
     entry = _METHODS.get(name.strip().lower().replace("-", "_"))
@@ -77,7 +83,9 @@ def make_config(name: str, **overrides: Any) -> UnlearnConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     bad = sorted(set(given) - valid)
     if bad:
-        raise ValueError(f"method {entry.name!r} has no option {bad[0]!r}; options: {', '.join(sorted(valid))}")
+        raise ValueError(
+            f"method {entry.name!r} has no option {bad[0]!r}; options: {', '.join(sorted(valid))}"
+        )
     return entry.config_cls(**given)
 
 

@@ -6,7 +6,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
@@ -27,11 +26,15 @@ class UnlearnConfig:
 
     def __post_init__(self) -> None:
         if int(self.epochs) != self.epochs or self.epochs < 0:
-            raise ValueError(f"{self.method}: epochs must be a non-negative integer, got {self.epochs}")
+            raise ValueError(
+                f"{self.method}: epochs must be a non-negative integer, got {self.epochs}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"{self.method}: lr must be a positive number, got {self.lr}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise ValueError(f"{self.method}: batch_size must be a positive integer, got {self.batch_size}")
+            raise ValueError(
+                f"{self.method}: batch_size must be a positive integer, got {self.batch_size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.models import create_model
+from fastunlearn.models import model_from_spec
 from fastunlearn.train import TrainConfig, train
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
@@ -59,12 +59,6 @@ def retrain(model: nn.Module, split: ForgetSplit, config: RetrainConfig) -> Unle
     if spec is None:
         raise ValueError("retrain: model has no fastunlearn_spec; build it with create_model")
     torch.manual_seed(config.seed)
-    fresh = create_model(
-        spec["name"],
-        num_classes=spec["num_classes"],
-        in_chans=spec["in_chans"],
-        img_size=tuple(spec["img_size"]),
-        **spec.get("kwargs", {}),
-    )
+    fresh = model_from_spec(spec)
     train(fresh, split.retain, config.train_config(), eval_on={})
     return UnlearnResult(fresh, "retrain", config, info={"retrained_samples": len(split.retain)})
