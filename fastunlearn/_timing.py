@@ -3,6 +3,9 @@
 On CUDA the peak is ``torch.cuda.max_memory_allocated`` above the level at the start; on CPU a
 background thread samples the process RSS (``/proc/self/statm``) every few milliseconds and the
 peak is the maximum rise over the starting RSS (0.0 where /proc is unavailable).
+
+:func:`measure_cold_warm` runs a piece of work several times and reports the first (cold) and
+the later (warm) runs separately.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from fastunlearn._device import synchronize
+
+T = TypeVar("T")
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -73,3 +80,50 @@ class measure:  # noqa: N801 - used as a context manager, reads like a function
                 self._thread.join()
             peak = max(self._peak, _rss_bytes())
         self.result.peak_mem_mb = max(0, peak - self._base) / 2**20
+
+
+@dataclass
+class ColdWarm:
+    """Timings of the same work run several times in one process.
+
+    ``cold_s`` is the first run (it pays one-off costs: lazy imports, ``torch.compile``,
+    cuDNN autotuning, allocator growth); ``warm_s`` the median of the later runs (NaN with a
+    single run); ``runs_s`` every run; ``peak_mem_mb`` the largest peak of any run.
+    """
+
+    cold_s: float
+    warm_s: float
+    runs_s: list[float]
+    peak_mem_mb: float = 0.0
+
+    @classmethod
+    def from_runs(cls, seconds: list[float], peaks_mb: list[float] | None = None) -> ColdWarm:
+        if not seconds:
+            raise ValueError("ColdWarm needs at least one run")
+        later = sorted(seconds[1:])
+        if not later:
+            warm = float("nan")
+        elif len(later) % 2:
+            warm = later[len(later) // 2]
+        else:
+            warm = 0.5 * (later[len(later) // 2 - 1] + later[len(later) // 2])
+        return cls(float(seconds[0]), float(warm), [float(s) for s in seconds],
+                   max(peaks_mb) if peaks_mb else 0.0)
+
+
+def measure_cold_warm(
+    fn: Callable[[], T], device: torch.device, runs: int = 2
+) -> tuple[T, ColdWarm]:
+    """Run ``fn()`` ``runs`` times under :class:`measure`; return the last result and the
+    :class:`ColdWarm` timings."""
+    if int(runs) != runs or runs < 1:
+        raise ValueError(f"runs must be a positive integer, got {runs}")
+    seconds: list[float] = []
+    peaks: list[float] = []
+    result: T | None = None
+    for _ in range(int(runs)):
+        with measure(device) as m:
+            result = fn()
+        seconds.append(m.seconds)
+        peaks.append(m.peak_mem_mb)
+    return result, ColdWarm.from_runs(seconds, peaks)  # type: ignore[return-value]

@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train an original model (or a gold model with --exclude-class)")
+    t = sub.add_parser(
+        "train", help="train an original model (or a gold model with --exclude-class)"
+    )
     _add_data_args(t)
     _add_model_args(t)
     t.add_argument("--exclude-class", nargs="+", metavar="CLASS",
@@ -48,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("unlearn", help="make a trained model forget a class or samples")
     u.add_argument("--method", required=True, help="see `fastunlearn list methods`")
-    u.add_argument("--model-path", help="checkpoint to unlearn (default: checkpoints/MODEL_DATASET)")
+    u.add_argument(
+        "--model-path", help="checkpoint to unlearn (default: checkpoints/MODEL_DATASET)"
+    )
     u.add_argument("--model", help="with --dataset, picks checkpoints/MODEL_DATASET.safetensors")
     u.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
     u.add_argument("--data-root", help="directory holding the dataset files")
@@ -56,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--epochs", type=int)
     u.add_argument("--lr", type=float)
     u.add_argument("--batch-size", type=int)
+    u.add_argument("--mask", choices=["salun", "ig"],
+                   help="update only salient weights (gradient or integrated-gradient saliency)")
+    u.add_argument("--mask-sparsity", type=float,
+                   help="fraction of weights left out of the mask (default 0.5)")
     u.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="other method options, e.g. --set momentum=0.5 probe_size=256")
     _add_run_args(u)
@@ -68,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forget_args(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--device", default="auto")
+    _add_eval_args(e)
+
+    r = sub.add_parser("report", help="report.md + metrics.json + plots for a run directory")
+    r.add_argument("run_dir", help="directory of checkpoints (e.g. runs/demo)")
+    r.add_argument("--out", help="where to write the report (default: RUN_DIR)")
+    r.add_argument("--data-root", help="directory holding the dataset files")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--no-plots", action="store_true", help="tables and metrics.json only")
+    _add_eval_args(r)
 
     ls = sub.add_parser("list", help="list models, datasets or methods")
     ls.add_argument("what", choices=["models", "datasets", "methods"])
@@ -108,6 +125,22 @@ def _add_forget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forget-seed", type=int, default=0, help="seed of the random forget set")
 
 
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-samples", type=int, default=2000,
+                   help="members, non-members and forget samples per MIA attack (seeded subsample)")
+    p.add_argument("--cka-probe", type=int, default=256, help="probe images for layer CKA")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the MIA and CKA subsamples")
+    p.add_argument("--batch-size", type=int, default=512, help="inference batch size")
+    p.add_argument("--no-mia", action="store_true", help="skip the membership-inference attacks")
+
+
+def _eval_config(args: argparse.Namespace):  # noqa: ANN202
+    from fastunlearn.evaluate.core import EvalConfig
+
+    return EvalConfig(batch_size=args.batch_size, max_samples=args.max_samples,
+                      seed=args.eval_seed, mia=not args.no_mia, cka_probe=args.cka_probe)
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
@@ -117,7 +150,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _load_data(name: str, root: str | None = None, download: bool = False, augment: bool | None = None):  # noqa: ANN202
+def _load_data(  # noqa: ANN202
+    name: str, root: str | None = None, download: bool = False, augment: bool | None = None
+):
     from fastunlearn.data import load_dataset
 
     kwargs: dict[str, Any] = {"download": download}
@@ -172,6 +207,13 @@ def _check_out(path: Path, force: bool) -> None:
             raise UsageError(f"{p} exists; pass --force to overwrite it or choose --out")
 
 
+def _scalar_accuracy(model, split) -> dict[str, float]:  # noqa: ANN001
+    """The accuracy family (cheap) for a checkpoint sidecar; `evaluate` gives the rest."""
+    from fastunlearn.evaluate.accuracy import accuracy_metrics
+
+    return {k: v for k, v in accuracy_metrics(model, split).items() if isinstance(v, float)}
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -191,7 +233,9 @@ def _print_metrics(metrics: dict[str, Any], as_json: bool) -> None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) >= 1 or v == 0 else f"{v:.4g}"
+    return str(v)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -208,7 +252,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from fastunlearn.checkpoint import save_checkpoint
     from fastunlearn.data import forget_classes
-    from fastunlearn.evaluate import evaluate
     from fastunlearn.models import create_model, list_models
     from fastunlearn.train import TrainConfig, train
 
@@ -229,8 +272,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = create_model(args.model, data, pretrained=args.pretrained, weights=args.weights)
     part = split.retain if split else data.train
     train(model, part, cfg)
-    metrics = {k: v for k, v in evaluate(model, split).items() if k != "per_class_test_acc"} \
-        if split else {"test_acc": model.fastunlearn_history.epochs[-1].get("test_acc")}
+    if split:
+        metrics = _scalar_accuracy(model, split)
+    else:
+        metrics = {"test_acc": model.fastunlearn_history.epochs[-1].get("test_acc")}
     path = save_checkpoint(out, model, dataset=data, forget=split.spec if split else None,
                            seed=args.seed, train_config=cfg.to_dict(), metrics=metrics,
                            extra={"role": "retrain" if split else "original"})
@@ -253,7 +298,6 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from fastunlearn.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-    from fastunlearn.evaluate import evaluate
     from fastunlearn.unlearn import get_method, make_config, unlearn
 
     get_method(args.method)  # unknown method → clear error before any work
@@ -262,7 +306,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     elif args.model and args.dataset:
         path = Path(f"checkpoints/{args.model}_{args.dataset}.safetensors")
     else:
-        raise UsageError("give --model-path P (or --model M --dataset D of a `fastunlearn train` run)")
+        raise UsageError(
+            "give --model-path P (or --model M --dataset D of a `fastunlearn train` run)"
+        )
     meta = read_metadata(path)
     dataset = args.dataset or (meta.get("dataset") or {}).get("name")
     if not dataset:
@@ -273,13 +319,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     split = _forget_split(args, data)
     config = make_config(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          seed=args.seed, device=args.device, progress=not args.no_progress,
+                         mask=args.mask, mask_sparsity=args.mask_sparsity,
                          **_parse_set(args.set))
     kind = "class" if split.kind == "class" else "sample"
     out = Path(args.out or path.with_name(f"{path.stem}_{config.method}_{kind}.safetensors"))
     _check_out(out, args.force)
     ckpt = load_checkpoint(path)
     result = unlearn(ckpt.model, split, config)
-    metrics = {k: v for k, v in evaluate(result.model, split).items() if k != "per_class_test_acc"}
+    metrics = _scalar_accuracy(result.model, split)
     metrics.update(result.summary())
     saved = save_checkpoint(out, result.model, dataset=data, forget=split.spec, seed=args.seed,
                             metrics=metrics,
@@ -292,24 +339,47 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fastunlearn._device import resolve_device
     from fastunlearn.checkpoint import load_checkpoint, read_metadata
-    from fastunlearn.evaluate import evaluate
+    from fastunlearn.evaluate.core import Evaluator
 
+    cfg = _eval_config(args)
     meta = read_metadata(args.model_path)
     dataset = (meta.get("dataset") or {}).get("name")
     if not dataset:
         raise UsageError(f"{args.model_path} does not name its dataset")
+    metas = {"retrained": read_metadata(args.reference) if args.reference else None,
+             "original": read_metadata(args.original) if args.original else None}
+    for key, m in metas.items():
+        other = ((m or {}).get("dataset") or {}).get("name")
+        if m is not None and other != dataset:
+            raise UsageError(f"--{'reference' if key == 'retrained' else key} checkpoint is for "
+                             f"{other!r}, but {args.model_path} is for {dataset!r}")
     data = _load_data(dataset, args.data_root)
-    split = _forget_split(args, data, stored=meta.get("forget"))
+    stored = meta.get("forget") or (metas["retrained"] or {}).get("forget")
+    split = _forget_split(args, data, stored=stored)
+    device = resolve_device(args.device)
     refs = {}
     for key, p in (("retrained", args.reference), ("original", args.original)):
         if p:
-            refs[key] = load_checkpoint(p, device=args.device if args.device != "auto" else "cpu").model
-    model = load_checkpoint(args.model_path).model
-    metrics = evaluate(model, split, **refs)
+            refs[key] = load_checkpoint(p, device=device).model
+    model = load_checkpoint(args.model_path, device=device).model
+    gold_meta = metas["retrained"] or {}
+    metrics = Evaluator(split, cfg).evaluate(
+        model, **refs, cost=meta.get("metrics") or {},
+        retrain_cost=gold_meta.get("metrics") or {})
     metrics = {"model_path": str(args.model_path), "forget": split.spec if split.kind != "indices"
                else {"type": "indices", "count": len(split.forget)}, **metrics}
     _print_metrics(metrics, args.json)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fastunlearn.evaluate.report import write_report
+
+    path = write_report(args.run_dir, args.out, data_root=args.data_root, device=args.device,
+                        config=_eval_config(args), plots=not args.no_plots)
+    print(f"written {path} and {path.with_name('metrics.json')}")
     return 0
 
 
@@ -339,7 +409,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate,
-            "list": cmd_list, "demo": cmd_demo}
+            "report": cmd_report, "list": cmd_list, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

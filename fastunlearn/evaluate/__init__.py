@@ -1,6 +1,43 @@
-"""Judging unlearned models: accuracy family now; MIA, divergence, drift follow (issue 6)."""
+"""Judging unlearned models (DESIGN §3): accuracy, membership inference, divergence to the
+retrained model, drift, runtime, plots and reports. Definitions: docs/evaluation.md."""
 
 from fastunlearn.evaluate.accuracy import accuracy_metrics, per_class_accuracy
-from fastunlearn.evaluate.core import HEADLINE, evaluate
+from fastunlearn.evaluate.core import HEADLINE, EvalConfig, Evaluator, evaluate
+from fastunlearn.evaluate.divergence import entropy, js_divergence, kl_divergence
+from fastunlearn.evaluate.drift import (
+    block_activations,
+    confusion_drift,
+    confusion_matrix,
+    linear_cka,
+    penultimate_features,
+    probe_blocks,
+)
+from fastunlearn.evaluate.mia import attack_efficacy, loss_attack_auc, m_entropy, mia_features
+from fastunlearn.evaluate.report import discover_run, write_report
+from fastunlearn.evaluate.runtime import RuntimeReport, time_unlearn
 
-__all__ = ["HEADLINE", "accuracy_metrics", "evaluate", "per_class_accuracy"]
+__all__ = [
+    "HEADLINE",
+    "EvalConfig",
+    "Evaluator",
+    "RuntimeReport",
+    "accuracy_metrics",
+    "attack_efficacy",
+    "block_activations",
+    "confusion_drift",
+    "confusion_matrix",
+    "discover_run",
+    "entropy",
+    "evaluate",
+    "js_divergence",
+    "kl_divergence",
+    "linear_cka",
+    "loss_attack_auc",
+    "m_entropy",
+    "mia_features",
+    "penultimate_features",
+    "per_class_accuracy",
+    "probe_blocks",
+    "time_unlearn",
+    "write_report",
+]

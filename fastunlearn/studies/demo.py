@@ -16,7 +16,7 @@ import torch
 
 from fastunlearn.checkpoint import save_checkpoint
 from fastunlearn.data import DatasetNotFoundError, forget_classes, load_dataset
-from fastunlearn.evaluate import evaluate
+from fastunlearn.evaluate.accuracy import accuracy_metrics
 from fastunlearn.models import create_model
 from fastunlearn.train import TrainConfig, train
 from fastunlearn.unlearn import FTConfig, GAConfig, RetrainConfig, unlearn
@@ -58,18 +58,24 @@ def run_demo(
 
     common = {"seed": seed, "device": device, "progress": progress}
     gold = unlearn(original, split, RetrainConfig(epochs=epochs, **common))
-    save_checkpoint(out / "retrain", gold.model, dataset=data, forget=split.spec, seed=seed)
+    save_checkpoint(
+        out / "retrain", gold.model, dataset=data, forget=split.spec, seed=seed,
+        metrics=gold.summary(), extra={"role": "retrain"},
+    )
     results = [gold]
     for cfg in (FTConfig(**common), GAConfig(**common)):
         res = unlearn(original, split, cfg)
-        save_checkpoint(out / cfg.method, res.model, dataset=data, forget=split.spec, seed=seed)
+        save_checkpoint(
+            out / cfg.method, res.model, dataset=data, forget=split.spec, seed=seed,
+            metrics=res.summary(), extra={"role": "unlearned", "unlearn_config": cfg.to_dict()},
+        )
         results.append(res)
 
     rows: list[dict[str, Any]] = []
-    m = evaluate(original, split)
+    m = accuracy_metrics(original, split)
     rows.append({"model": "original", **{k: m[k] for k in COLUMNS}, "time_s": train_s})
     for res in results:
-        m = evaluate(res.model, split)
+        m = accuracy_metrics(res.model, split)
         rows.append(
             {
                 "model": res.method,
