@@ -1,21 +1,36 @@
-"""``ft``: fine-tune the trained model on the retain set only (catastrophic forgetting)."""
+"""``ft``: fine-tune the trained model on the retain set only (catastrophic forgetting).
+
+With ``mask="salun"`` or ``mask="ig"`` only the weights most salient for the forget set
+(:func:`fastunlearn.unlearn.masks.compute_saliency`, ``mask_sparsity`` of them frozen) are
+updated — the seed projects' "FT + saliency" variants.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch.nn.functional as F
 from torch import nn
 
+from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import TrainConfig, train
+from fastunlearn.train import TrainConfig, seed_everything, train
+from fastunlearn.unlearn._losses import StepRunner, run_epochs, steps_per_epoch
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
 
 
 @dataclass
 class FTConfig(UnlearnConfig):
     """Fine-tune recipe. Default (Fashion-MNIST ``small_cnn``): 2 epochs, SGD lr 0.02,
-    momentum 0.9, wd 5e-4, cosine schedule."""
+    momentum 0.9, wd 5e-4, cosine schedule. ``mask``: None, ``"salun"`` or ``"ig"``;
+    ``mask_sparsity``: fraction of weights frozen by the mask.
+
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 4.0 / 93.9%,
+    retain 96.4 / 95.3%, test 93.9 / 92.3%, 0.34× / 0.40× the retrain time
+    (docs/methods.md).
+    """
 
     method = "ft"
     epochs: int = 2
@@ -23,12 +38,15 @@ class FTConfig(UnlearnConfig):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    mask: str | None = None
+    mask_sparsity: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.epochs < 1:
             raise ValueError("ft: epochs must be ≥ 1")
         self.train_config()
+        check_mask_option("ft", self.mask, self.mask_sparsity)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -48,6 +66,26 @@ class FTConfig(UnlearnConfig):
 @register_method(FTConfig)
 def ft(model: nn.Module, split: ForgetSplit, config: FTConfig) -> UnlearnResult:
     """Fine-tune on the retain set (forgetting by not seeing the forget data)."""
-    check_split(split, "ft", needs_forget=False)
-    train(model, split.retain, config.train_config(), eval_on={})
-    return UnlearnResult(model, "ft", config, info={"steps_samples": config.epochs * len(split.retain)})
+    check_split(split, "ft", needs_forget=config.mask is not None)
+    info: dict = {"steps_samples": config.epochs * len(split.retain)}
+    if config.mask is None:
+        train(model, split.retain, config.train_config(), eval_on={})
+        return UnlearnResult(model, "ft", config, info=info)
+    device = resolve_device(config.device)
+    masks = masks_for_config(model, split.forget, config)
+    gen = seed_everything(config.seed)
+    opt = make_sgd(
+        model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay, masks=masks
+    )
+    total = config.epochs * steps_per_epoch(len(split.retain), config.batch_size)
+    runner = StepRunner(
+        opt, config.lr, total, schedule=config.schedule, desc="ft", progress=config.progress
+    )
+    run_epochs(
+        model, split.retain, lambda m, x, y: F.cross_entropy(m(x), y), runner,
+        config.epochs, config.batch_size, gen, device,
+    )
+    runner.close()
+    model.eval()
+    info.update(mask=config.mask, mask_density=mask_density(masks))
+    return UnlearnResult(model, "ft", config, info=info)

@@ -12,6 +12,9 @@ It also stops early once accuracy on a forget probe reaches ``target_forget_acc`
 ``"auto"`` means 5 % for class forgetting, and for sample forgetting the accuracy a test probe
 gets (forgotten samples should look like unseen ones, not like errors); ``None`` disables it.
 ``result.info`` reports ``stopped_early``, ``stop_reason`` and the steps taken.
+
+With ``mask="salun"`` or ``mask="ig"`` only the weights most salient for the forget set are
+updated (:mod:`fastunlearn.unlearn.masks`; ``mask_sparsity`` of them stay frozen).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from fastunlearn.inference import accuracy
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,13 @@ class GAConfig(UnlearnConfig):
     """Gradient-ascent recipe (works on Fashion-MNIST and digits ``small_cnn``): SGD lr 1e-3,
     momentum 0.9, batch 128, checks after every step on 256-sample probes; ``epochs`` = 50 is
     only a cap — the run stops as soon as the forget probe reaches ``target_forget_acc``
-    ("auto") or the retain probe falls under half its starting accuracy."""
+    ("auto") or the retain probe falls under half its starting accuracy. ``mask``: None,
+    ``"salun"`` or ``"ig"``; ``mask_sparsity``: fraction of weights frozen by the mask.
+
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 3.6 / 92.8%,
+    retain 93.7 / 93.7%, test 91.7 / 91.5%, 0.01× / 0.04× the retrain time
+    (docs/methods.md).
+    """
 
     method = "ga"
     epochs: int = 50
@@ -52,6 +62,8 @@ class GAConfig(UnlearnConfig):
     check_every: int = 1
     collapse_fraction: float = 0.5
     target_forget_acc: float | str | None = "auto"
+    mask: str | None = None
+    mask_sparsity: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,17 +72,33 @@ class GAConfig(UnlearnConfig):
         if self.probe_size < 1 or self.check_every < 1:
             raise ValueError("ga: probe_size and check_every must be ≥ 1")
         if not 0 < self.collapse_fraction < 1:
-            raise ValueError(f"ga: collapse_fraction must be in (0, 1), got {self.collapse_fraction}")
+            raise ValueError(
+                f"ga: collapse_fraction must be in (0, 1), got {self.collapse_fraction}"
+            )
         t = self.target_forget_acc
         if t is not None and t != "auto" and not (isinstance(t, (int, float)) and 0 <= t <= 100):
-            raise ValueError("ga: target_forget_acc must be 'auto', a percentage in [0, 100] or None")
+            raise ValueError(
+                "ga: target_forget_acc must be 'auto', a percentage in [0, 100] or None"
+            )
+        check_mask_option("ga", self.mask, self.mask_sparsity)
 
 
 @register_method(GAConfig)
-def ga(model: nn.Module, split: ForgetSplit, config: GAConfig) -> UnlearnResult:
-    """Gradient ascent on the forget set (stops on divergence or retain collapse)."""
+def ga(
+    model: nn.Module,
+    split: ForgetSplit,
+    config: GAConfig,
+    *,
+    masks: dict[str, torch.Tensor] | None = None,
+) -> UnlearnResult:
+    """Gradient ascent on the forget set (stops on divergence or retain collapse).
+
+    ``masks`` (``{param_name: BoolTensor}``) overrides the mask ``config.mask`` would compute
+    (``salun`` uses this to run GA on its own mask)."""
     check_split(split, "ga")
     device = resolve_device(config.device)
+    if masks is None:
+        masks = masks_for_config(model, split.forget, config)
     gen = seed_everything(config.seed)
     retain_probe = split.retain.take(config.probe_size, seed=config.seed)
     forget_probe = split.forget.take(config.probe_size, seed=config.seed)
@@ -81,8 +109,8 @@ def ga(model: nn.Module, split: ForgetSplit, config: GAConfig) -> UnlearnResult:
         target = 5.0 if split.kind == "class" else accuracy(
             model, split.test_retain.take(config.probe_size, seed=config.seed)
         )
-    opt = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    opt = make_sgd(
+        model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay, masks=masks
     )
     good_state = copy.deepcopy(model.state_dict())
     steps, reason = 0, ""
@@ -90,7 +118,9 @@ def ga(model: nn.Module, split: ForgetSplit, config: GAConfig) -> UnlearnResult:
     bar = tqdm(total=total, desc="ga", disable=not config.progress, leave=False)
     model.train()
     for _ in range(config.epochs):
-        for x, y in split.forget.batches(config.batch_size, shuffle=True, generator=gen, device=device):
+        for x, y in split.forget.batches(
+            config.batch_size, shuffle=True, generator=gen, device=device
+        ):
             loss = -F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
                 reason = "loss is not finite"
@@ -113,7 +143,9 @@ def ga(model: nn.Module, split: ForgetSplit, config: GAConfig) -> UnlearnResult:
     bar.close()
     diverged = reason.startswith(("retain", "loss"))
     if diverged:
-        log.warning("ga stopped after %d steps: %s; restored the last healthy weights", steps, reason)
+        log.warning(
+            "ga stopped after %d steps: %s; restored the last healthy weights", steps, reason
+        )
         model.load_state_dict(good_state)
     model.eval()
     info = {
@@ -124,6 +156,8 @@ def ga(model: nn.Module, split: ForgetSplit, config: GAConfig) -> UnlearnResult:
         "retain_probe_start": start_retain,
         "target_forget_acc": target,
     }
+    if masks is not None:
+        info.update(mask=config.mask or "given", mask_density=mask_density(masks))
     return UnlearnResult(model, "ga", config, info=info)
 
 

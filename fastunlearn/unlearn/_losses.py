@@ -1,0 +1,278 @@
+"""Pieces shared by several unlearning methods: losses (distillation KL, KL to uniform, the
+two-stage contrastive push), random wrong labels, batch streams and a small step loop with a
+learning-rate schedule and a progress bar. Private: not a method module."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from fastunlearn._device import model_device
+from fastunlearn.data.base import DataPart
+from fastunlearn.train import lr_factor
+
+_SCHEDULES = ("cosine", "constant")
+
+
+def check_schedule(method: str, schedule: str) -> None:
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"{method}: schedule must be one of {_SCHEDULES}, got {schedule!r}")
+
+
+def check_fraction(method: str, name: str, value: float, *, closed: bool = False) -> None:
+    """ValueError unless ``value`` is in (0, 1) — or [0, 1] when ``closed``."""
+    ok = 0 <= value <= 1 if closed else 0 < value < 1
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+        interval = "[0, 1]" if closed else "(0, 1)"
+        raise ValueError(f"{method}: {name} must be in {interval}, got {value!r}")
+
+
+def check_nonneg(method: str, name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{method}: {name} must be ≥ 0, got {value!r}")
+
+
+def check_positive_int(
+    method: str, name: str, value: int | None, *, allow_none: bool = False
+) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{method}: {name} must be a positive integer, got {value!r}")
+
+
+def kl_to_uniform(logits: Tensor) -> Tensor:
+    """``KL(u ‖ softmax(logits))`` averaged over the batch (u uniform over the classes)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    c = logits.shape[1]
+    return (-math.log(c) - logp.mean(dim=1)).mean()
+
+
+def distill_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Knowledge-distillation loss ``T² · KL(p_T(teacher) ‖ p_T(student))``, batch mean (the
+    ``DistillKL`` of SCRUB and Hinton et al.)."""
+    t = temperature
+    log_s = F.log_softmax(student_logits.float() / t, dim=1)
+    p_t = F.softmax(teacher_logits.float() / t, dim=1)
+    return F.kl_div(log_s, p_t, reduction="batchmean") * (t * t)
+
+
+def kl_to_probs(student_logits: Tensor, target_probs: Tensor, temperature: float = 1.0) -> Tensor:
+    """``KL(target ‖ p_T(student))``, batch mean (``target_probs`` rows sum to 1)."""
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_s, target_probs.float(), reduction="batchmean")
+
+
+def contrastive_push(out_f: Tensor, out_r: Tensor, temperature: float = 1.15) -> Tensor:
+    """The two-stage seed's contrastive term ``mean_{i,j} −log softmax_j(z_f,i · z_r,jᵀ / τ)``
+    over forget outputs ``out_f`` [m, C] against (detached) retain outputs ``out_r`` [n, C]."""
+    sim = out_f.float() @ out_r.detach().float().T / temperature
+    return -F.log_softmax(sim, dim=1).mean()
+
+
+def random_wrong_labels(y: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+    """A uniformly random label different from ``y`` for each sample (on ``y``'s device)."""
+    if num_classes < 2:
+        raise ValueError("random labels need at least 2 classes")
+    shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
+    return (y + shift) % num_classes
+
+
+def relabelled(part: DataPart, labels: Tensor, name: str = "") -> DataPart:
+    """A view of ``part`` whose samples carry ``labels`` instead of their own."""
+    if labels.shape != part.labels.shape:
+        raise ValueError("relabelled: one label per sample is needed")
+    return DataPart(part.dataset, part.part, part.indices, name or part.name, _labels=labels.cpu())
+
+
+def concat_parts(a: DataPart, b: DataPart, name: str = "") -> DataPart:
+    """The samples (and labels) of two views of the same dataset part, one after the other."""
+    if a.dataset is not b.dataset or a.part != b.part:
+        raise ValueError("concat_parts: both views must come from the same dataset part")
+    return DataPart(
+        a.dataset, a.part, torch.cat([a.indices, b.indices]), name or f"{a.name}+{b.name}",
+        _labels=torch.cat([a.labels, b.labels]),
+    )
+
+
+def sample_part(part: DataPart, n: int | None, generator: torch.Generator) -> DataPart:
+    """A random subset of ``n`` samples drawn with ``generator`` (the whole part for None)."""
+    if n is None or n >= len(part):
+        return part
+    pos = torch.randperm(len(part), generator=generator)[:n].sort().values
+    return DataPart(part.dataset, part.part, part.indices[pos], part.name, _labels=part.labels[pos])
+
+
+def cycle_batches(
+    part: DataPart, batch_size: int, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless shuffled batches of ``part`` (a new permutation every pass)."""
+    if len(part) == 0:
+        raise ValueError(f"cannot draw batches from the empty part {part.name!r}")
+    while True:
+        yield from part.batches(batch_size, shuffle=True, generator=generator, device=device)
+
+
+def random_init_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with freshly initialised weights (every submodule that has
+    ``reset_parameters``), drawn on the CPU from ``seed`` — the same network on every device
+    — then moved to the model's device; the global RNG state is left untouched."""
+    device = model_device(model)
+    fresh = copy.deepcopy(model).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in fresh.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return fresh.to(device)
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode, gradient-free copy (a teacher)."""
+    t = copy.deepcopy(model).eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t
+
+
+class StepRunner:
+    """Counts optimisation steps over a known total, sets the learning rate of ``opt`` from
+    the schedule before each step, and shows a tqdm bar (disabled when ``progress`` is False).
+
+    ``runner.step(loss)`` does zero_grad → backward → (optional grad clipping) → step and
+    returns False when the loss is not finite (nothing is updated then).
+    """
+
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        lr: float,
+        total_steps: int,
+        *,
+        schedule: str = "constant",
+        desc: str = "",
+        progress: bool = True,
+        clip_grad: float | None = None,
+    ) -> None:
+        self.opt, self.lr, self.total, self.schedule = opt, lr, max(1, total_steps), schedule
+        self.clip_grad = clip_grad
+        self.steps = 0
+        self.bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
+
+    def step(self, loss: Tensor) -> bool:
+        if not torch.isfinite(loss):
+            return False
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr * lr_factor(self.steps, self.total, 0, self.schedule)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad is not None:
+            params = [p for g in self.opt.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+        self.opt.step()
+        self.steps += 1
+        self.bar.update(1)
+        return True
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_epochs(
+    model: nn.Module,
+    part: DataPart,
+    loss_fn: Callable[[nn.Module, Tensor, Tensor], Tensor],
+    runner: StepRunner,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> bool:
+    """``epochs`` shuffled passes over ``part``, one ``runner.step(loss_fn(model, x, y))`` per
+    batch, model in train mode. Returns False (and stops) if a loss was not finite."""
+    model.train()
+    for _ in range(epochs):
+        for x, y in part.batches(batch_size, shuffle=True, generator=generator, device=device):
+            if not runner.step(loss_fn(model, x, y)):
+                return False
+    return True
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+class ForgetGuard:
+    """Early stop and divergence guard for methods that ascend a loss on the forget set
+    (the ``ga`` rules, reusable): every check measures accuracy on a fixed retain probe and
+    a fixed forget probe (``probe_size`` samples each, seeded).
+
+    ``check(model)`` returns ``""`` to go on, ``"retain accuracy collapsed …"`` when the retain
+    probe falls below ``collapse_fraction`` × its starting value (call :meth:`restore` to go
+    back to the last healthy weights), or ``"forget accuracy reached target …"`` once the
+    forget probe is at or below ``target`` — ``"auto"``: 5 % for class forgetting, the
+    accuracy a test probe gets for sample forgetting; None: never.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        split,  # noqa: ANN001 - ForgetSplit (kept import-light)
+        *,
+        probe_size: int,
+        seed: int,
+        collapse_fraction: float,
+        target: float | str | None,
+    ) -> None:
+        from fastunlearn.inference import accuracy
+
+        self._accuracy = accuracy
+        self.retain_probe = split.retain.take(probe_size, seed=seed)
+        self.forget_probe = split.forget.take(probe_size, seed=seed)
+        self.retain_start = accuracy(model, self.retain_probe)
+        self.floor = collapse_fraction * self.retain_start
+        if target == "auto":
+            target = 5.0 if split.kind == "class" else accuracy(
+                model, split.test_retain.take(probe_size, seed=seed)
+            )
+        self.target = target
+        self.good_state = copy.deepcopy(model.state_dict())
+
+    def check(self, model: nn.Module) -> str:
+        was_training = model.training
+        r = self._accuracy(model, self.retain_probe)
+        reason = ""
+        if not r >= self.floor:
+            reason = f"retain accuracy collapsed ({r:.1f} % < {self.floor:.1f} %)"
+        else:
+            self.good_state = copy.deepcopy(model.state_dict())
+            if self.target is not None:
+                f = self._accuracy(model, self.forget_probe)
+                if f <= self.target:
+                    reason = f"forget accuracy reached target ({f:.1f} % ≤ {self.target:.1f} %)"
+        model.train(was_training)
+        return reason
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(self.good_state)
+
+
+def check_guard_fields(method: str, probe_size: int, check_every: int, collapse: float,
+                       target: float | str | None) -> None:
+    """Validation of the :class:`ForgetGuard` options of a config."""
+    check_positive_int(method, "probe_size", probe_size)
+    check_positive_int(method, "check_every", check_every)
+    check_fraction(method, "collapse_fraction", collapse)
+    if target is not None and target != "auto" and not (
+        isinstance(target, (int, float)) and not isinstance(target, bool) and 0 <= target <= 100
+    ):
+        raise ValueError(
+            f"{method}: target_forget_acc must be 'auto', a percentage in [0, 100] or None"
+        )

@@ -1,0 +1,185 @@
+"""``boundary_shrink``: Boundary Shrink (Chen et al., "Boundary Unlearning: Rapid Forgetting
+of Deep Networks via Shifting the Decision Space", CVPR 2023).
+
+For each forget batch, a small untargeted adversarial step on the frozen original model
+(FGSM; ``attack_steps`` > 1 gives L∞ PGD) moves each input across the nearest decision
+boundary; the class the original then predicts — excluding the true class, so every sample
+gets a wrong label even where the attack fails (the reference keeps the true label then) — is
+the sample's *nearest wrong class*. The model is fine-tuned with cross-entropy towards these
+labels on the clean forget inputs: the forget samples are pushed just over the boundary of
+their neighbouring classes, shrinking the forgotten decision region.
+
+The paper (class forgetting only) uses forget data only and a fixed number of epochs. On
+random-sample forgetting that relabels a tenth of the training set to systematically wrong
+classes and wrecks the model (measured on Fashion-MNIST ``small_cnn``, 94 steps: test
+accuracy 92 % → 20 % at lr 0.01, → 47 % at lr 1e-3, → 79 % at lr 1e-3 with retain batches).
+Two additions make one recipe work for both kinds: each step also adds ``retain_weight ×``
+the cross-entropy of a retain batch (0 gives the paper's loss), and the run carries ``ga``'s
+guard — it stops once a forget probe reaches ``target_forget_acc`` ("auto": 5 % for class
+forgetting, a test probe's accuracy for sample forgetting: forgotten samples should look
+unseen, not mislabelled) and restores the last healthy weights if the retain probe
+collapses. ``epsilon`` is in pixel units ([0, 1] images; 0.1 as in the reference),
+converted with the dataset's normalisation, and adversarial inputs stay in the valid pixel
+range.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastunlearn._device import resolve_device
+from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.train import seed_everything
+from fastunlearn.unlearn._losses import (
+    ForgetGuard,
+    StepRunner,
+    check_guard_fields,
+    check_nonneg,
+    check_positive_int,
+    check_schedule,
+    cycle_batches,
+    frozen_copy,
+    steps_per_epoch,
+)
+from fastunlearn.unlearn._registry import register_method
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.masks import make_sgd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BoundaryShrinkConfig(UnlearnConfig):
+    """Boundary-shrink recipe (Fashion-MNIST ``small_cnn``): FGSM ε = 0.1 (pixel units), at
+    most 2 passes over the forget set, each step with a retain batch (``retain_weight`` 1),
+    SGD lr 1e-3, momentum 0.9, no weight decay, constant lr, batch 128; guard checks every
+    5 steps on 256-sample probes.
+
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 92.8%,
+    retain 93.5 / 93.7%, test 92.0 / 91.3%, 0.01× / 0.01× the retrain time
+    (docs/methods.md).
+    """
+
+    method = "boundary_shrink"
+    epochs: int = 2
+    lr: float = 1e-3
+    epsilon: float = 0.1
+    attack_steps: int = 1
+    retain_weight: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    probe_size: int = 256
+    check_every: int = 5
+    collapse_fraction: float = 0.5
+    target_forget_acc: float | str | None = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        m = self.method
+        if self.epochs < 1:
+            raise ValueError("boundary_shrink: epochs must be ≥ 1")
+        if not self.epsilon > 0:
+            raise ValueError(f"boundary_shrink: epsilon must be > 0, got {self.epsilon}")
+        check_positive_int(m, "attack_steps", self.attack_steps)
+        check_nonneg(m, "retain_weight", self.retain_weight)
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"boundary_shrink: momentum must be in [0, 1), got {self.momentum}")
+        check_nonneg(m, "weight_decay", self.weight_decay)
+        check_schedule(m, self.schedule)
+        check_guard_fields(
+            m, self.probe_size, self.check_every, self.collapse_fraction, self.target_forget_acc
+        )
+
+
+def nearest_wrong_class(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilon: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    steps: int = 1,
+) -> Tensor:
+    """The class ``model`` predicts, excluding ``y``, after an L∞ attack of radius
+    ``epsilon`` (per channel, broadcast over ``x``) in ``steps`` sign-gradient steps of size
+    ``epsilon / steps``, inputs kept within ``[lo, hi]``."""
+    step = epsilon / steps
+    x_adv = x.detach()
+    for _ in range(steps):
+        x_adv = x_adv.clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach() + step * grad.sign()
+        x_adv = torch.minimum(torch.maximum(x_adv, x - epsilon), x + epsilon)
+        x_adv = torch.minimum(torch.maximum(x_adv, lo), hi)
+    with torch.no_grad():
+        logits = model(x_adv).float()
+        logits.scatter_(1, y.unsqueeze(1), float("-inf"))
+        return logits.argmax(1)
+
+
+@register_method(BoundaryShrinkConfig)
+def boundary_shrink(
+    model: nn.Module, split: ForgetSplit, config: BoundaryShrinkConfig
+) -> UnlearnResult:
+    """Relabel forget samples to their nearest wrong class (adversarial step), fine-tune."""
+    check_split(split, "boundary_shrink")
+    device = resolve_device(config.device)
+    gen = seed_everything(config.seed)
+    original = frozen_copy(model)
+    mean = torch.tensor(split.data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(split.data.std, device=device).view(1, -1, 1, 1)
+    eps, lo, hi = config.epsilon / std, (0.0 - mean) / std, (1.0 - mean) / std
+    opt = make_sgd(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
+    runner = StepRunner(
+        opt, config.lr, total, schedule=config.schedule, desc="boundary_shrink",
+        progress=config.progress,
+    )
+    guard = ForgetGuard(
+        model, split, probe_size=config.probe_size, seed=config.seed,
+        collapse_fraction=config.collapse_fraction, target=config.target_forget_acc,
+    )
+    retain = cycle_batches(split.retain, config.batch_size, gen, device)
+    reason = ""
+    model.train()
+    for _ in range(config.epochs):
+        for x, y in split.forget.batches(
+            config.batch_size, shuffle=True, generator=gen, device=device
+        ):
+            target = nearest_wrong_class(original, x, y, eps, lo, hi, config.attack_steps)
+            loss = F.cross_entropy(model(x), target)
+            if config.retain_weight > 0:
+                xr, yr = next(retain)
+                loss = loss + config.retain_weight * F.cross_entropy(model(xr), yr)
+            if not runner.step(loss):
+                reason = "loss is not finite"
+                break
+            if runner.steps % config.check_every == 0 or runner.steps == total:
+                reason = guard.check(model)
+                if reason:
+                    break
+        if reason:
+            break
+    runner.close()
+    diverged = reason.startswith(("retain", "loss"))
+    if diverged:
+        log.warning("boundary_shrink stopped after %d steps: %s; restored the last healthy "
+                    "weights", runner.steps, reason)
+        guard.restore(model)
+    model.eval()
+    info = {
+        "steps": runner.steps,
+        "stopped_early": bool(reason),
+        "stop_reason": reason or "epochs done",
+        "diverged": diverged,
+        "target_forget_acc": guard.target,
+    }
+    return UnlearnResult(model, "boundary_shrink", config, info=info)

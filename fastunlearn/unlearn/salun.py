@@ -1,0 +1,90 @@
+"""``salun``: saliency unlearning (Fan et al., "SalUn: Empowering Machine Unlearning via
+Gradient-based Weight Saliency", ICLR 2024).
+
+1. Saliency mask: score every weight by ``|∂ CE(forget) / ∂θ|`` at the trained weights and
+   keep the top ``1 − sparsity`` fraction over the whole network (``sparsity=0.5``: the
+   paper's default) — :func:`fastunlearn.unlearn.masks.compute_saliency`.
+2. Unlearn with the base method on the masked weights only: random labels (``base="rl"``, the
+   paper's SalUn) or guarded gradient ascent (``base="ga"``, with ``ga_lr``).
+
+Weights outside the mask are never changed (weight decay is masked too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.unlearn._losses import check_positive_int
+from fastunlearn.unlearn._registry import register_method
+from fastunlearn.unlearn.base import UnlearnResult, check_split
+from fastunlearn.unlearn.ga import GAConfig, ga
+from fastunlearn.unlearn.masks import check_sparsity, compute_saliency, mask_density
+from fastunlearn.unlearn.rl import RLOptions, random_label_training
+
+BASES = ("rl", "ga")
+
+
+@dataclass
+class SalUnConfig(RLOptions):
+    """SalUn recipe (Fashion-MNIST ``small_cnn``): mask sparsity 0.5 from the forget-set
+    gradient, then random labels for 2 epochs, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine,
+    12 000 retain samples per epoch. ``base="ga"`` runs guarded gradient ascent (lr ``ga_lr``)
+    on the masked weights instead.
+
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.4%,
+    retain 94.5 / 92.4%, test 92.8 / 90.7%, 0.13× / 0.16× the retrain time
+    (docs/methods.md).
+    """
+
+    method = "salun"
+    saliency_kind: ClassVar[str] = "grad"
+    sparsity: float = 0.5
+    base: str = "rl"
+    ga_lr: float = 1e-3
+    saliency_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_sparsity(self.sparsity, self.method)
+        if self.base not in BASES:
+            raise ValueError(
+                f"{self.method}: unknown base method {self.base!r}; choose one of {BASES}"
+            )
+        if not self.ga_lr > 0:
+            raise ValueError(f"{self.method}: ga_lr must be a positive number, got {self.ga_lr}")
+        check_positive_int(self.method, "saliency_samples", self.saliency_samples, allow_none=True)
+
+    def saliency_options(self) -> dict:
+        return {"max_samples": self.saliency_samples}
+
+
+def saliency_unlearn(model: nn.Module, split: ForgetSplit, config: SalUnConfig) -> UnlearnResult:
+    """Mask from ``config.saliency_kind``, then the base method on the masked weights."""
+    name = config.method
+    check_split(split, name)
+    masks = compute_saliency(
+        model, split.forget, config.saliency_kind, config.sparsity,
+        batch_size=config.batch_size, seed=config.seed, **config.saliency_options(),
+    )
+    info: dict = {"base": config.base, "mask_density": mask_density(masks)}
+    if config.base == "rl":
+        info["steps"] = random_label_training(model, split, config, masks, name)
+        return UnlearnResult(model, name, config, info=info)
+    ga_cfg = GAConfig(
+        lr=config.ga_lr, batch_size=config.batch_size, seed=config.seed, device=config.device,
+        progress=config.progress,
+    )
+    res = ga(model, split, ga_cfg, masks=masks)
+    info.update(res.info)
+    return UnlearnResult(res.model, name, config, info=info)
+
+
+@register_method(SalUnConfig)
+def salun(model: nn.Module, split: ForgetSplit, config: SalUnConfig) -> UnlearnResult:
+    """SalUn: gradient-saliency mask, then random labels (or GA) on the salient weights only."""
+    return saliency_unlearn(model, split, config)
+
