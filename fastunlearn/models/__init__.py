@@ -10,7 +10,7 @@ a local ``.safetensors`` state dict; ``model.fastunlearn_spec`` rebuilds the arc
 :func:`model_from_spec`.  timm is only imported when a timm model is built.
 """
 
-from fastunlearn.models import small, timm_models  # noqa: F401  (register built-in models)
+from fastunlearn.models import ensemble, small, timm_models  # noqa: F401  (register built-in models)
 from fastunlearn.models._registry import (
     ModelEntry,
     create_model,

@@ -1,0 +1,183 @@
+"""The fast Fisher diagonal against the batch-size-1 loop and torch.func references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fastunlearn.kernels import fisher_fast
+from fastunlearn.kernels.fisher import (
+    fisher_diagonal,
+    torch_fisher_diagonal_loop,
+    torch_per_sample_grads_loop,
+)
+from fastunlearn.kernels.fisher_fast import (
+    fast_fisher_diagonal,
+    fast_fisher_supported,
+    fast_per_sample_grads,
+)
+from fastunlearn.models import create_model
+
+RTOL = 1e-4
+
+
+def assert_close_dicts(got: dict[str, Tensor], ref: dict[str, Tensor]) -> None:
+    assert set(got) == set(ref)
+    for name, r in ref.items():
+        assert got[name].shape == r.shape, name
+        scale = r.abs().max().clamp_min(1e-12)
+        err = ((got[name] - r).abs().max() / scale).item()
+        assert err <= RTOL, f"{name}: rel err {err:.2e}"
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-trivial running statistics and affine parameters, so the BN rule is exercised."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("small_cnn", (3, 1, 7, 5)),
+        ("lenet5", (3, 1, 7, 5)),
+        ("resnet18", (3, 3, 8, 8)),
+        ("vit_tiny", (3, 3, 8, 8)),
+    ],
+)
+def test_models_match_loop_reference(name: str, shape: tuple[int, ...]) -> None:
+    model = create_model(name, num_classes=5, in_chans=shape[1], img_size=shape[2:])
+    _randomise_bn(model)
+    model.train()  # the fast path must switch to eval mode (and back)
+    x, y = torch.randn(shape), torch.randint(0, 5, (shape[0],))
+    got = fast_fisher_diagonal(model, x, y)
+    assert model.training
+    assert_close_dicts(got, torch_fisher_diagonal_loop(model, x, y))
+
+
+def test_matches_vmap_reference_small_cnn() -> None:
+    model = create_model("small_cnn", num_classes=4, in_chans=2, img_size=(9, 6))
+    x, y = torch.randn(7, 2, 9, 6), torch.randint(0, 4, (7,))
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), fisher_diagonal(model, x, y))
+
+
+class _Zoo(nn.Module):
+    """One of every rule and fallback: odd sizes, a strided/dilated conv, reflect and 'same'
+    padding, grouped and depthwise convs, 1-D/2-D batch norm, group norm, layer norm over
+    tokens, a token Linear, a Linear called twice, tied weights, an embedding (vmap fallback),
+    a parameter owned by a non-leaf module, a frozen layer and an unused one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1, dilation=1)
+        self.conv2 = nn.Conv2d(4, 6, (3, 2), padding="same", padding_mode="reflect", bias=False)
+        self.conv3 = nn.Conv2d(6, 6, 3, stride=1, padding=2, dilation=2, groups=3)
+        self.dw = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.gn = nn.GroupNorm(2, 6)
+        self.tok = nn.Linear(6, 41)
+        self.ln = nn.LayerNorm(41)
+        self.twice = nn.Linear(41, 41)
+        self.emb = nn.Embedding(10, 41)
+        self.scale = nn.Parameter(torch.randn(1, 1, 41))  # owned by this non-leaf module
+        self.bn1 = nn.BatchNorm1d(41)
+        self.head = nn.Linear(41, 5)
+        self.tied = nn.Linear(5, 5, bias=False)
+        self.tied2 = nn.Linear(5, 5, bias=False)
+        self.tied2.weight = self.tied.weight
+        self.frozen = nn.Linear(5, 5)
+        self.frozen.requires_grad_(False)
+        self.unused = nn.Linear(3, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.conv1(x))
+        h = self.conv2(h)
+        h = self.gn(self.dw(self.conv3(h)) + h)
+        h = F.relu(self.bn2(h))
+        t = self.ln(self.tok(h.flatten(2).transpose(1, 2)))  # [B, T, 41]
+        t = self.twice(torch.tanh(self.twice(t))) * self.scale
+        ids = (x.flatten(1)[:, :2].abs() * 7).long().clamp_max(9)  # [B, 2] data-dependent
+        z = t.mean(1) + self.emb(ids).sum(1)
+        z = self.head(torch.tanh(self.bn1(z)))
+        return self.frozen(self.tied2(torch.relu(self.tied(z))))
+
+
+@pytest.fixture
+def zoo() -> _Zoo:
+    torch.manual_seed(1)
+    model = _Zoo()
+    _randomise_bn(model)
+    return model
+
+
+@pytest.mark.parametrize("chunk_elems", [fisher_fast.DEFAULT_CHUNK_ELEMS, 50])
+def test_zoo_matches_loop_reference(zoo: _Zoo, chunk_elems: int) -> None:
+    x, y = torch.randn(3, 3, 7, 5), torch.randint(0, 5, (3,))
+    ref = torch_fisher_diagonal_loop(zoo, x, y)
+    assert "unused.weight" in ref and "frozen.weight" not in ref
+    assert ref["scale"].abs().sum() > 0 and ref["emb.weight"].abs().sum() > 0
+    assert_close_dicts(fast_fisher_diagonal(zoo, x, y, chunk_elems=chunk_elems), ref)
+
+
+@pytest.mark.parametrize("grouped_from", [0, 10**9])
+def test_conv_paths_agree(monkeypatch: pytest.MonkeyPatch, grouped_from: int) -> None:
+    """Both conv strategies (unfold + bmm, grouped convolution_backward) match the loop."""
+    monkeypatch.setattr(fisher_fast, "CONV_GROUPED_MIN_POSITIONS", grouped_from)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.Conv2d(3, 4, 2, padding="same", padding_mode="circular",
+                                    groups=1), nn.Conv2d(4, 4, 3, groups=2),
+                          nn.Flatten(), nn.LazyLinear(3))
+    x, y = torch.randn(5, 2, 11, 9), torch.randint(0, 3, (5,))
+    model(x)  # materialise the lazy layer
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), torch_fisher_diagonal_loop(model, x, y))
+
+
+def test_per_sample_grads_and_weights(zoo: _Zoo) -> None:
+    x, y = torch.randn(4, 3, 7, 5), torch.randint(0, 5, (4,))
+    ref = torch_per_sample_grads_loop(zoo, x, y)
+    assert_close_dicts(fast_per_sample_grads(zoo, x, y), ref)
+    w = torch.rand(4)
+    weighted = {n: (g.pow(2) * w.view(-1, *[1] * (g.dim() - 1))).sum(0) for n, g in ref.items()}
+    assert_close_dicts(fast_fisher_diagonal(zoo, x, y, weights=w), weighted)
+
+
+def test_callable_loss_is_per_sample() -> None:
+    model = create_model("lenet5", num_classes=3, in_chans=1, img_size=8)
+    x, y = torch.randn(3, 1, 8, 8), torch.randint(0, 3, (3,))
+
+    def loss(z: Tensor, t: Tensor) -> Tensor:  # not additive over a batch on purpose
+        return F.cross_entropy(z, t) ** 2
+
+    assert_close_dicts(fast_fisher_diagonal(model, x, y, loss=loss),
+                       torch_fisher_diagonal_loop(model, x, y, loss=loss))
+
+
+def test_batch_statistics_bn_is_rejected() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False),
+                          nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(2, 1, 5, 5)
+    model(x)
+    assert not fast_fisher_supported(model)
+    with pytest.raises(ValueError, match="running statistics"):
+        fast_fisher_diagonal(model, x, torch.tensor([0, 1]))
+    assert fast_fisher_supported(create_model("resnet18", num_classes=2, in_chans=1, img_size=8))
+
+
+def test_bad_input_raises() -> None:
+    model = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="samples"):
+        fast_fisher_diagonal(model, x, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="weights"):
+        fast_fisher_diagonal(model, x, torch.zeros(4, dtype=torch.long), weights=torch.ones(3))
+    with pytest.raises(ValueError, match="loss"):
+        fast_fisher_diagonal(model, x, torch.zeros(4, dtype=torch.long), loss="mse")
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="requires_grad"):
+        fast_fisher_diagonal(model, x, torch.zeros(4, dtype=torch.long))
