@@ -193,3 +193,19 @@ def test_unlearn_bad_option_is_one_line(tmp_path, capsys):
     )
     assert rc == 2 and "lr must be a positive" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json", "o.safetensors"]
+
+
+def test_train_sisa_from_the_cli_then_unlearn(tmp_path, capsys):
+    ens = tmp_path / "sisa.safetensors"
+    args = ["train", "--dataset", "digits", "--model", "lenet5", "--epochs", "1",
+            "--sisa-shards", "2", "--sisa-slices", "2", "--no-progress", "--device", "cpu"]
+    assert main([*args, "--out", str(ens)]) == 0
+    meta = json.loads(ens.with_suffix(".json").read_text())
+    assert meta["model"]["name"] == "sisa_ensemble" and meta["sisa"]["shards"] == 2
+    out = tmp_path / "u.safetensors"
+    assert main(["unlearn", "--method", "sisa", "--model-path", str(ens), "--forget-type",
+                 "sample", "--forget-count", "5", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert "sisa" in capsys.readouterr().out
+    assert main([*args, "--exclude-class", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
