@@ -10,6 +10,11 @@ graph — they know modules and tensors, never methods or data sets).
   references ("obviously correct, but slow") used by the tests.
 
 These names are stable: faster providers plug in behind the same signatures.
+
+``fisher_fast`` — the fast path ``fisher_diagonal(impl="auto")`` dispatches to: per-layer
+rules via hooks, squares summed chunk by chunk, never a batch × |θ| buffer.
+``ig`` — :func:`integrated_gradients` over weights (Riemann / Gauss–Legendre).
+``masked_sgd`` — :func:`masked_sgd_step` (torch reference + Triton kernel, ``impl="auto"``).
 """
 
 from fastunlearn.kernels.fisher import (
@@ -19,8 +24,34 @@ from fastunlearn.kernels.fisher import (
     torch_fisher_diagonal_loop,
     torch_per_sample_grads_loop,
 )
+from fastunlearn.kernels.fisher_fast import (
+    fast_fisher_diagonal,
+    fast_fisher_supported,
+    fast_per_sample_grads,
+    register_batch_broadcast,
+    register_fisher_rule,
+)
+from fastunlearn.kernels.ig import integrated_gradients
+from fastunlearn.kernels.masked_sgd import (
+    masked_sgd_step,
+    pack_mask,
+    torch_masked_sgd_step,
+    triton_masked_sgd_step,
+    unpack_mask,
+)
 
 __all__ = [
+    "fast_fisher_diagonal",
+    "fast_fisher_supported",
+    "fast_per_sample_grads",
+    "integrated_gradients",
+    "masked_sgd_step",
+    "pack_mask",
+    "register_batch_broadcast",
+    "register_fisher_rule",
+    "torch_masked_sgd_step",
+    "triton_masked_sgd_step",
+    "unpack_mask",
     "LABEL_MODES",
     "fisher_diagonal",
     "per_sample_grads",

@@ -207,8 +207,13 @@ def fisher_diagonal(
     loss: str | LossFn = "ce",
     chunk_size: int = 64,
     generator: torch.Generator | None = None,
+    impl: str = "auto",
 ) -> dict[str, Tensor]:
     """Diagonal Fisher ``F = Σ_i (∂ℓ_i/∂θ)²`` over every sample: ``{name: Tensor[param.shape]}``.
+
+    ``impl="auto"`` uses the hook-based fast path (:mod:`fastunlearn.kernels.fisher_fast`, no
+    batch × |θ| buffer) whenever it supports the model, else this module's vmap reference;
+    ``"fast"`` / ``"reference"`` force one of them.
 
     Give either a batch ``x`` (with ``y`` unless ``labels`` is ``"model"``/``"expected"``) or
     ``loader=`` — any iterable of ``(x, y)`` batches (e.g. ``part.batches(256, device=dev)``).
@@ -219,17 +224,56 @@ def fisher_diagonal(
     """
     if labels not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+    if impl not in ("auto", "fast", "reference"):
+        raise ValueError(f"impl must be 'auto', 'fast' or 'reference', got {impl!r}")
+    grads_fn = per_sample_grads
+    if impl != "reference":
+        from fastunlearn.kernels.fisher_fast import fast_fisher_supported
+
+        if impl == "fast" or fast_fisher_supported(model):
+            grads_fn = None  # type: ignore[assignment]
     acc: dict[str, Tensor] = {}
     seen = 0
     for bx, by in _batches(x, y, loader, chunk_size):
         _check_xy(bx, by, labels)
-        part = _fisher_batch(model, bx, by, labels, generator, per_sample_grads, loss)
+        if grads_fn is None:
+            part = _fisher_batch_fast(model, bx, by, labels, generator, loss)
+        else:
+            part = _fisher_batch(model, bx, by, labels, generator, grads_fn, loss)
         for n, v in part.items():
             acc[n] = acc[n] + v if n in acc else v
         seen += bx.shape[0]
     if seen == 0:
         raise ValueError("fisher_diagonal got no samples")
     return acc
+
+
+def _fisher_batch_fast(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    labels: str,
+    generator: torch.Generator | None,
+    loss: str | LossFn,
+) -> dict[str, Tensor]:
+    """``Σ_i g_i²`` of one batch through the fast path (squares summed inside the hooks)."""
+    from fastunlearn.kernels.fisher_fast import fast_fisher_diagonal
+
+    if labels == "expected":
+        with torch.no_grad(), _eval_mode(model):
+            probs = F.softmax(model(x).float(), dim=1)
+        total: dict[str, Tensor] = {}
+        for c in range(probs.shape[1]):
+            yc = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
+            part = fast_fisher_diagonal(model, x, yc, loss=loss, weights=probs[:, c])
+            for n, v in part.items():
+                total[n] = total[n] + v if n in total else v
+        return total
+    if labels == "model":
+        with _eval_mode(model):
+            y = _model_labels(model, x, generator)
+    assert y is not None
+    return fast_fisher_diagonal(model, x, y, loss=loss)
 
 
 def torch_fisher_diagonal_loop(

@@ -14,6 +14,16 @@ from fastunlearn.kernels import (
 TOL = {torch.float64: {"rtol": 1e-9, "atol": 1e-12}, torch.float32: {"rtol": 1e-4, "atol": 1e-6}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread for this module: on the shared 2-core box two threads make these
+    small-tensor tests ~10x slower (tests/conftest.py sets two)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _odd_net(dtype=torch.float64, bn=False):
     """Conv (stride 2) on 11×13 images → 41 → 7 classes; optional batch norm."""
     torch.manual_seed(0)
