@@ -413,8 +413,17 @@ def _sum_loss_fn(loss: str | LossFn) -> LossFn:
 
 def fast_fisher_supported(model: nn.Module) -> bool:
     """``False`` where samples are coupled even in eval mode (batch norm without running
-    statistics); such models need a reference path."""
-    return not any(isinstance(m, _BatchNorm) and m.running_mean is None for m in model.modules())
+    statistics), or where a module reparametrises its weights in a forward pre-hook
+    (``torch.nn.utils.prune``'s ``weight_orig`` × mask, weight norm …): the per-layer rules
+    assume the module's own parameters are what its forward uses. Such models take the
+    reference path."""
+    for m in model.modules():
+        if isinstance(m, _BatchNorm) and m.running_mean is None:
+            return False
+        if m._forward_pre_hooks or any(n.endswith("_orig") for n, _ in
+                                       m.named_parameters(recurse=False)):
+            return False
+    return True
 
 
 class _Recorder:

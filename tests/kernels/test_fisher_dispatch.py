@@ -26,3 +26,20 @@ def test_bad_impl():
     model = create_model("lenet5", num_classes=3, in_chans=1, img_size=8)
     with pytest.raises(ValueError, match="impl must be"):
         fisher_diagonal(model, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]), impl="gpu")
+
+
+def test_pruned_models_take_the_reference_path():
+    from torch.nn.utils import prune
+
+    from fastunlearn.kernels import fast_fisher_supported
+
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=3, in_chans=1, img_size=8).eval()
+    assert fast_fisher_supported(model)
+    prune.l1_unstructured(model.classifier[0], "weight", amount=0.5)
+    assert not fast_fisher_supported(model)
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,))
+    auto = fisher_diagonal(model, x, y)
+    ref = fisher_diagonal(model, x, y, impl="reference")
+    for n in ref:
+        torch.testing.assert_close(auto[n], ref[n])

@@ -18,6 +18,16 @@ COMMON = {"device": "cpu", "progress": False}
 METHODS2 = ("fisher", "influence", "ssd", "sisa", "zero_shot", "prune", "lora_ft")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread for this module: on the shared 2-core box two threads make these
+    small-tensor tests ~10x slower (tests/conftest.py sets two)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def class_split(digits):
     return forget_classes(digits, ["3"])

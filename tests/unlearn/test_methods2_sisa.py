@@ -17,6 +17,16 @@ SHARDS, SLICES = 3, 3
 COMMON = {"device": "cpu", "progress": False}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread for this module: on the shared 2-core box two threads make these
+    small-tensor tests ~10x slower (tests/conftest.py sets two)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _cfg():
     return TrainConfig(epochs=4, lr=0.05, batch_size=32, device="cpu", progress=False,
                        eval_every=0, seed=0)
