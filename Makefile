@@ -30,7 +30,8 @@ data:
 	fi
 
 demo: setup data
-	$(VENV)/bin/fastunlearn demo --out runs/demo
+	$(VENV)/bin/fastunlearn demo --out runs/demo --no-progress
+	$(VENV)/bin/fastunlearn report runs/demo
 
 test: setup data
 	$(PY) -m pytest -q

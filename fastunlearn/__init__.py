@@ -36,6 +36,7 @@ _LAZY = {
     "FTConfig": "fastunlearn.unlearn",
     "GAConfig": "fastunlearn.unlearn",
     "evaluate": "fastunlearn.evaluate",
+    "train_sisa": "fastunlearn.unlearn.sisa",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

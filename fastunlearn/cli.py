@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a SISA ensemble of S shards (unlearn it with --method sisa)")
     t.add_argument("--sisa-slices", type=int, default=1, metavar="R",
                    help="slices per SISA shard (a checkpoint after each slice)")
-    t.add_argument("--sisa-aggregate", choices=["logits", "vote"], default="logits",
+    t.add_argument("--sisa-aggregate", choices=["logits", "probs", "vote"], default="logits",
                    help="how the SISA ensemble combines its members")
     _add_run_args(t)
 

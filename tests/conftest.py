@@ -11,7 +11,9 @@ import pytest
 import torch
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread: the test models are tiny, and on a shared 2-core box OpenMP barriers with two
+# threads stall torch ops by 10-100x
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
