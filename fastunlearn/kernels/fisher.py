@@ -150,33 +150,56 @@ def torch_per_sample_grads_loop(
     return out
 
 
+SquaresFn = Callable[..., dict[str, Tensor]]
+
+
+def _squares_from(grads_fn: Callable[..., dict[str, Tensor]]) -> SquaresFn:
+    """``Σ_i w_i g_i²`` from a per-sample-gradient function (the reference providers)."""
+
+    def squares(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn,
+                weights: Tensor | None = None) -> dict[str, Tensor]:
+        out = {}
+        for n, gn in grads_fn(model, x, y, loss).items():
+            sq = gn.pow(2)
+            if weights is not None:
+                sq = weights.to(gn.dtype).view(-1, *([1] * (gn.dim() - 1))) * sq
+            out[n] = sq.sum(0)
+        return out
+
+    return squares
+
+
+def _fast_squares(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn,
+                  weights: Tensor | None = None) -> dict[str, Tensor]:
+    from fastunlearn.kernels.fisher_fast import fast_fisher_diagonal
+
+    return fast_fisher_diagonal(model, x, y, loss=loss, weights=weights)
+
+
 def _fisher_batch(
     model: nn.Module,
     x: Tensor,
     y: Tensor | None,
     labels: str,
     generator: torch.Generator | None,
-    grads_fn: Callable[..., dict[str, Tensor]],
+    squares_fn: SquaresFn,
     loss: str | LossFn,
 ) -> dict[str, Tensor]:
-    """``Σ_i g_i²`` of one batch, using ``grads_fn`` for the per-sample gradients."""
+    """``Σ_i g_i²`` of one batch; ``squares_fn`` gives the (weighted) square sums."""
     if labels == "expected":
         with torch.no_grad(), _eval_mode(model):
             probs = F.softmax(model(x).float(), dim=1)
         total: dict[str, Tensor] = {}
         for c in range(probs.shape[1]):
             yc = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-            g = grads_fn(model, x, yc, loss)
-            for n, gn in g.items():
-                w = probs[:, c].to(gn.dtype).view(-1, *([1] * (gn.dim() - 1)))
-                term = (w * gn.pow(2)).sum(0)
+            for n, term in squares_fn(model, x, yc, loss, probs[:, c]).items():
                 total[n] = total[n] + term if n in total else term
         return total
     if labels == "model":
         with _eval_mode(model):
             y = _model_labels(model, x, generator)
     assert y is not None
-    return {n: gn.pow(2).sum(0) for n, gn in grads_fn(model, x, y, loss).items()}
+    return squares_fn(model, x, y, loss)
 
 
 def _batches(
@@ -226,54 +249,23 @@ def fisher_diagonal(
         raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
     if impl not in ("auto", "fast", "reference"):
         raise ValueError(f"impl must be 'auto', 'fast' or 'reference', got {impl!r}")
-    grads_fn = per_sample_grads
+    squares_fn = _squares_from(per_sample_grads)
     if impl != "reference":
         from fastunlearn.kernels.fisher_fast import fast_fisher_supported
 
         if impl == "fast" or fast_fisher_supported(model):
-            grads_fn = None  # type: ignore[assignment]
+            squares_fn = _fast_squares
     acc: dict[str, Tensor] = {}
     seen = 0
     for bx, by in _batches(x, y, loader, chunk_size):
         _check_xy(bx, by, labels)
-        if grads_fn is None:
-            part = _fisher_batch_fast(model, bx, by, labels, generator, loss)
-        else:
-            part = _fisher_batch(model, bx, by, labels, generator, grads_fn, loss)
+        part = _fisher_batch(model, bx, by, labels, generator, squares_fn, loss)
         for n, v in part.items():
             acc[n] = acc[n] + v if n in acc else v
         seen += bx.shape[0]
     if seen == 0:
         raise ValueError("fisher_diagonal got no samples")
     return acc
-
-
-def _fisher_batch_fast(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor | None,
-    labels: str,
-    generator: torch.Generator | None,
-    loss: str | LossFn,
-) -> dict[str, Tensor]:
-    """``Σ_i g_i²`` of one batch through the fast path (squares summed inside the hooks)."""
-    from fastunlearn.kernels.fisher_fast import fast_fisher_diagonal
-
-    if labels == "expected":
-        with torch.no_grad(), _eval_mode(model):
-            probs = F.softmax(model(x).float(), dim=1)
-        total: dict[str, Tensor] = {}
-        for c in range(probs.shape[1]):
-            yc = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-            part = fast_fisher_diagonal(model, x, yc, loss=loss, weights=probs[:, c])
-            for n, v in part.items():
-                total[n] = total[n] + v if n in total else v
-        return total
-    if labels == "model":
-        with _eval_mode(model):
-            y = _model_labels(model, x, generator)
-    assert y is not None
-    return fast_fisher_diagonal(model, x, y, loss=loss)
 
 
 def torch_fisher_diagonal_loop(
@@ -290,4 +282,6 @@ def torch_fisher_diagonal_loop(
     same ``generator`` seed it draws the same labels as :func:`fisher_diagonal` fed the same
     batch in one chunk."""
     _check_xy(x, y, labels)
-    return _fisher_batch(model, x, y, labels, generator, torch_per_sample_grads_loop, loss)
+    return _fisher_batch(
+        model, x, y, labels, generator, _squares_from(torch_per_sample_grads_loop), loss
+    )
