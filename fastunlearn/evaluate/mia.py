@@ -108,6 +108,11 @@ def attack_efficacy(
         raise ValueError(
             f"the attack needs at least 2 members and 2 non-members, got {len(xm)} and {len(xn)}"
         )
+    if not all(np.isfinite(a).all() for a in (xm, xn, xt)):
+        raise ValueError(
+            "membership-inference features are not finite: the model outputs NaN/inf "
+            "(did unlearning diverge?); evaluate with mia=False to see the other metrics"
+        )
     x = np.concatenate([xm, xn])
     y = np.concatenate([np.ones(len(xm)), np.zeros(len(xn))])
     # held-out accuracy: fit on a seeded half (stratified), score on the other half

@@ -124,3 +124,11 @@ def test_per_sample_loss_matches_cross_entropy():
     y = torch.randint(0, 6, (17,), generator=g)
     ref = torch.nn.functional.cross_entropy(logits.double(), y, reduction="none")
     assert torch.allclose(per_sample_loss(logits, y), ref)
+
+
+def test_non_finite_features_give_a_clear_error():
+    good = np.random.default_rng(0).random((20, 1))
+    bad = good.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="not finite.*mia=False"):
+        attack_efficacy(good, good, bad)
