@@ -5,6 +5,7 @@ learning-rate schedule and a progress bar. Private: not a method module."""
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Iterator
 
@@ -18,6 +19,8 @@ from fastunlearn.data.base import DataPart
 from fastunlearn.train import lr_factor
 
 _SCHEDULES = ("cosine", "constant")
+
+log = logging.getLogger(__name__)
 
 
 def check_schedule(method: str, schedule: str) -> None:
@@ -276,3 +279,37 @@ def check_guard_fields(method: str, probe_size: int, check_every: int, collapse:
         raise ValueError(
             f"{method}: target_forget_acc must be 'auto', a percentage in [0, 100] or None"
         )
+
+
+def guarded_step(
+    runner: StepRunner, guard: ForgetGuard, model: nn.Module, loss: Tensor, *,
+    check_every: int, total: int,
+) -> str:
+    """One optimiser step, then the guard's check every ``check_every`` steps (and at the
+    last); returns the stop reason, ``""`` to go on."""
+    if not runner.step(loss):
+        return "loss is not finite"
+    if runner.steps % check_every == 0 or runner.steps == total:
+        return guard.check(model)
+    return ""
+
+
+def finish_guarded(
+    model: nn.Module, runner: StepRunner, guard: ForgetGuard, reason: str, method: str
+) -> dict:
+    """Close the loop: on divergence (non-finite loss, retain collapse) restore the last
+    healthy weights; return the ``info`` entries every guarded method reports."""
+    runner.close()
+    diverged = reason.startswith(("retain", "loss"))
+    if diverged:
+        log.warning("%s stopped after %d steps: %s; restored the last healthy weights",
+                    method, runner.steps, reason)
+        guard.restore(model)
+    model.eval()
+    return {
+        "steps": runner.steps,
+        "stopped_early": bool(reason),
+        "stop_reason": reason or "epochs done",
+        "diverged": diverged,
+        "target_forget_acc": guard.target,
+    }

@@ -25,7 +25,6 @@ range.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -43,14 +42,14 @@ from fastunlearn.unlearn._losses import (
     check_positive_int,
     check_schedule,
     cycle_batches,
+    finish_guarded,
     frozen_copy,
+    guarded_step,
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
 from fastunlearn.unlearn.masks import make_sgd
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -159,27 +158,11 @@ def boundary_shrink(
             if config.retain_weight > 0:
                 xr, yr = next(retain)
                 loss = loss + config.retain_weight * F.cross_entropy(model(xr), yr)
-            if not runner.step(loss):
-                reason = "loss is not finite"
+            reason = guarded_step(runner, guard, model, loss,
+                                  check_every=config.check_every, total=total)
+            if reason:
                 break
-            if runner.steps % config.check_every == 0 or runner.steps == total:
-                reason = guard.check(model)
-                if reason:
-                    break
         if reason:
             break
-    runner.close()
-    diverged = reason.startswith(("retain", "loss"))
-    if diverged:
-        log.warning("boundary_shrink stopped after %d steps: %s; restored the last healthy "
-                    "weights", runner.steps, reason)
-        guard.restore(model)
-    model.eval()
-    info = {
-        "steps": runner.steps,
-        "stopped_early": bool(reason),
-        "stop_reason": reason or "epochs done",
-        "diverged": diverged,
-        "target_forget_acc": guard.target,
-    }
+    info = finish_guarded(model, runner, guard, reason, "boundary_shrink")
     return UnlearnResult(model, "boundary_shrink", config, info=info)

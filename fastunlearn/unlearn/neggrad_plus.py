@@ -18,7 +18,6 @@ to salient weights.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -35,13 +34,13 @@ from fastunlearn.unlearn._losses import (
     check_nonneg,
     check_schedule,
     cycle_batches,
+    finish_guarded,
+    guarded_step,
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,29 +115,13 @@ def neggrad_plus(model: nn.Module, split: ForgetSplit, config: NegGradPlusConfig
             loss = beta * F.cross_entropy(model(xr), yr) - (1 - beta) * F.cross_entropy(
                 model(xf), yf
             )
-            if not runner.step(loss):
-                reason = "loss is not finite"
+            reason = guarded_step(runner, guard, model, loss,
+                                  check_every=config.check_every, total=total)
+            if reason:
                 break
-            if runner.steps % config.check_every == 0 or runner.steps == total:
-                reason = guard.check(model)
-                if reason:
-                    break
         if reason:
             break
-    runner.close()
-    diverged = reason.startswith(("retain", "loss"))
-    if diverged:
-        log.warning("neggrad_plus stopped after %d steps: %s; restored the last healthy "
-                    "weights", runner.steps, reason)
-        guard.restore(model)
-    model.eval()
-    info: dict = {
-        "steps": runner.steps,
-        "stopped_early": bool(reason),
-        "stop_reason": reason or "epochs done",
-        "diverged": diverged,
-        "target_forget_acc": guard.target,
-    }
+    info: dict = finish_guarded(model, runner, guard, reason, "neggrad_plus")
     if masks is not None:
         info.update(mask=config.mask, mask_density=mask_density(masks))
     return UnlearnResult(model, "neggrad_plus", config, info=info)
