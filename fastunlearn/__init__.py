@@ -39,10 +39,15 @@ _LAZY = {
     "train_sisa": "fastunlearn.unlearn.sisa",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# Subpackages reachable as attributes (``fu.studies.run(...)``), imported on first use.
+_SUBPACKAGES = ("kernels", "studies")
+
+__all__ = sorted(_LAZY) + list(_SUBPACKAGES) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"fastunlearn.{name}")
     module = _LAZY.get(name)
     if module is None:
         if name.endswith("Config") and not name.startswith("_"):

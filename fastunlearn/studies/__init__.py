@@ -1,0 +1,23 @@
+"""Studies: the five research questions as runnable, resumable, multi-seed experiments.
+
+``fu.studies.run("cost-quality", dataset="digits", epochs=1)`` or ``fastunlearn study
+cost-quality``; see :mod:`fastunlearn.studies.base` (options, registry) and
+:mod:`fastunlearn.studies.engine` (keyed runs, model pool, executors, confidence intervals).
+"""
+
+from fastunlearn.studies.base import (
+    FAST_METHODS,
+    StudyConfig,
+    StudyContext,
+    StudyResult,
+    get_study,
+    list_studies,
+    parse_forget,
+    register_study,
+    run,
+)
+from fastunlearn.studies.engine import aggregate, execute, make_run, mean_ci
+
+__all__ = ["FAST_METHODS", "StudyConfig", "StudyContext", "StudyResult", "aggregate", "execute",
+           "get_study", "list_studies", "make_run", "mean_ci", "parse_forget", "register_study",
+           "run"]
