@@ -92,8 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true", help="tables and metrics.json only")
     _add_eval_args(r)
 
-    ls = sub.add_parser("list", help="list models, datasets or methods")
-    ls.add_argument("what", choices=["models", "datasets", "methods"])
+    ls = sub.add_parser("list", help="list models, datasets, methods or studies")
+    ls.add_argument("what", choices=["models", "datasets", "methods", "studies"])
+
+    s = sub.add_parser("study", help="run a research study (resumable) and write its report")
+    s.add_argument("name", help="see `fastunlearn list studies` (e.g. cost-quality)")
+    s.add_argument("--dataset", default="fashion-mnist")
+    s.add_argument("--model", default="small_cnn")
+    s.add_argument("--models", nargs="+", metavar="MODEL", help="cross-arch: the models")
+    s.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help="registered methods (default: the fast ones)")
+    s.add_argument("--forget", help="class:NAME[,NAME], random:10%% or random:500 "
+                                    "(default: the first class)")
+    s.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; N>1 adds 95%% CIs")
+    s.add_argument("--epochs", type=int, default=5, help="epochs of original/retrained models")
+    s.add_argument("--method-epochs", type=int, help="override every method's epochs")
+    s.add_argument("--set", nargs="+", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method options, e.g. --set ga.lr=0.02 ft.epochs=3")
+    s.add_argument("--option", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="study options, e.g. --option fractions=[0.01,0.1]")
+    s.add_argument("--out", help="study directory (default runs/studies/NAME)")
+    s.add_argument("--pool", help="original/retrain model pool (default: pool beside --out)")
+    s.add_argument("--executor", choices=["local", "process", "ray"], default="local")
+    s.add_argument("--workers", type=int, default=1, help="parallel runs (process executor)")
+    s.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs per run")
+    s.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs per run")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, help="torch threads per run")
+    s.add_argument("--batch-size", type=int, help="batch size of training and methods")
+    s.add_argument("--mia-samples", type=int, default=2000)
+    s.add_argument("--no-cka", action="store_true", help="skip the per-layer CKA drift")
+    s.add_argument("--no-progress", action="store_true")
 
     d = sub.add_parser("demo", help="original + gold + ft + ga on Fashion-MNIST, one table")
     d.add_argument("--out", default="runs/demo")
@@ -413,6 +442,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         from fastunlearn.models import model_descriptions as describe
     elif args.what == "datasets":
         from fastunlearn.data import dataset_descriptions as describe
+    elif args.what == "studies":
+        from fastunlearn.studies import list_studies as describe
     else:
         from fastunlearn.unlearn import list_methods as describe
     items = describe()
@@ -433,8 +464,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from fastunlearn.studies import StudyConfig, get_study, run
+
+    get_study(args.name)
+    method_options: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_set(args.set).items():
+        method, dot, option = key.partition(".")
+        if not dot or not option:
+            raise UsageError(f"--set expects METHOD.KEY=VALUE, got {key!r}")
+        method_options.setdefault(method, {})[option] = value
+    options = _parse_set(args.option)
+    config = StudyConfig(
+        dataset=args.dataset, model=args.model, models=tuple(args.models or ()),
+        methods=tuple(args.methods or ()), forget=args.forget, seeds=args.seeds,
+        epochs=args.epochs, method_epochs=args.method_epochs, method_options=method_options,
+        out=args.out, pool=args.pool, executor=args.executor, workers=args.workers,
+        cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, device=args.device,
+        threads=args.threads, batch_size=args.batch_size, mia_samples=args.mia_samples,
+        cka=not args.no_cka, progress=not args.no_progress, options=options,
+    )
+    result = run(args.name, config)
+    c = result.counts
+    print(f"study {args.name}: {c['runs']} runs ({c['ran']} ran, {c['skipped']} already done), "
+          f"{c['pool_trained']} pool models trained, {result.wall_s:.0f} s")
+    print(f"written {result.report}, {result.out / 'results.csv'}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate,
-            "report": cmd_report, "list": cmd_list, "demo": cmd_demo}
+            "report": cmd_report, "list": cmd_list, "demo": cmd_demo, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -270,7 +270,8 @@ class _run_log:  # noqa: N801 - context manager
     def __enter__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.handler = logging.FileHandler(self.dir / "run.log")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         self.logger = logging.getLogger("fastunlearn")
         self.old = (self.logger.level, self.logger.propagate)
         # INFO and up go to the file; the console (root handlers) still sees what it saw
@@ -398,7 +399,8 @@ def _dispatch(
                 on_done(results[futures[fut]])
     elif executor == "ray":
         ray = _ray()
-        remote = ray.remote(num_cpus=resources.get("cpus", 1), num_gpus=resources.get("gpus", 0))(fn)
+        remote = ray.remote(num_cpus=resources.get("cpus", 1),
+                            num_gpus=resources.get("gpus", 0))(fn)
         refs = {remote.remote(*job): i for i, job in enumerate(jobs)}
         pending = list(refs)
         while pending:
