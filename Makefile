@@ -29,9 +29,15 @@ data:
 		     "4 idx .gz files in \$$FASTUNLEARN_DATA/fashion-mnist; falling back to digits."; \
 	fi
 
+# The demo table + its report, then the cost-quality study on the same task (it reuses the
+# demo's original and gold models from runs/pool). Without Fashion-MNIST: digits, class 3.
 demo: setup data
-	$(VENV)/bin/fastunlearn demo --out runs/demo --no-progress
+	$(VENV)/bin/fastunlearn demo --out runs/demo --pool runs/pool --no-progress
 	$(VENV)/bin/fastunlearn report runs/demo
+	@if [ -f $(FMNIST) ] || [ -n "$$FASTUNLEARN_DATA" ]; then task="--dataset fashion-mnist --forget class:Coat"; \
+	else task="--dataset digits --forget class:3"; fi; \
+	$(VENV)/bin/fastunlearn study cost-quality $$task --pool runs/pool \
+		--out runs/studies/cost-quality --no-progress
 
 test: setup data
 	$(PY) -m pytest -q

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=5)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
+    d.add_argument("--pool", help="original/retrain model pool (default: pool beside --out)")
     d.add_argument("--no-progress", action="store_true")
     return p
 
@@ -458,7 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     table = run_demo(args.out, dataset=args.dataset, model=args.model,
                      forget_class=args.forget_class, epochs=args.epochs, seed=args.seed,
-                     device=args.device, progress=not args.no_progress)
+                     device=args.device, progress=not args.no_progress, pool=args.pool)
     print(table)
     print(f"written to {args.out}/results.md")
     return 0

@@ -14,12 +14,19 @@ from typing import Any
 
 import torch
 
-from fastunlearn.checkpoint import save_checkpoint
+from fastunlearn._device import resolve_device
+from fastunlearn.checkpoint import load_checkpoint, save_checkpoint
 from fastunlearn.data import DatasetNotFoundError, forget_classes, load_dataset
 from fastunlearn.evaluate.accuracy import accuracy_metrics
-from fastunlearn.models import create_model
-from fastunlearn.train import TrainConfig, train
-from fastunlearn.unlearn import FTConfig, GAConfig, RetrainConfig, unlearn
+from fastunlearn.studies.engine import (
+    build_pool_model,
+    make_run,
+    original_key,
+    pool_path,
+    retrain_key,
+)
+from fastunlearn.train import TrainConfig
+from fastunlearn.unlearn import FTConfig, GAConfig, RetrainConfig, UnlearnResult, unlearn
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +43,49 @@ def run_demo(
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    pool: str | Path | None = None,
 ) -> str:
-    """Run the demo and return its markdown table (also written to ``out/results.md``)."""
+    """Run the demo and return its markdown table (also written to ``out/results.md``).
+
+    The original and gold models are taken from (or trained into) the study model pool
+    ``pool`` (default: ``pool`` beside ``out``), keyed exactly as the studies key them."""
     t_start = time.perf_counter()
     out = Path(out)
+    dataset_name = dataset
     try:
         data = load_dataset(dataset)
     except DatasetNotFoundError as err:
         log.warning("%s — falling back to the bundled digits dataset", err)
-        data, forget_class = load_dataset("digits"), "3"
+        data, forget_class, dataset_name = load_dataset("digits"), "3", "digits"
     split = forget_classes(data, [forget_class])
-    torch.manual_seed(seed)
-    net = create_model(model, data)
+    # original and gold model come from the study engine's pool: trained once, then reused by
+    # `fastunlearn study cost-quality` on the same task (and by later demos)
+    pool = Path(pool) if pool is not None else out.parent / "pool"
+    run = make_run(dataset=dataset_name, model=model, forget=split.spec, method="retrain",
+                   train={"epochs": epochs}, seed=seed)
+    models = {}
+    for role, key in (("original", original_key(run)), ("retrain", retrain_key(run))):
+        job = {"key": key, "role": role, "run": run, "progress": progress}
+        built = build_pool_model(job, str(pool), device)
+        ck = load_checkpoint(pool_path(pool, key).with_suffix(".safetensors"),
+                             device=resolve_device(device))
+        models[role] = (ck.model, built["train_s"])
+        log.info("%s: %s (%.1f s)", role, "trained" if built["trained"] else "from the pool",
+                 built["train_s"])
+    original, train_s = models["original"]
+    gold_model, gold_s = models["retrain"]
     tcfg = TrainConfig(epochs=epochs, seed=seed, device=device, progress=progress)
-    t0 = time.perf_counter()
-    original = train(net, split.full, tcfg, eval_on={})
-    train_s = time.perf_counter() - t0
     save_checkpoint(
-        out / "original", original, dataset=data, seed=seed, train_config=tcfg.to_dict()
+        out / "original", original, dataset=data, seed=seed, train_config=tcfg.to_dict(),
+        metrics={"rte_s": train_s},
     )
-
-    common = {"seed": seed, "device": device, "progress": progress}
-    gold = unlearn(original, split, RetrainConfig(epochs=epochs, **common))
+    gold = UnlearnResult(gold_model, "retrain", RetrainConfig(epochs=epochs, seed=seed),
+                         rte_s=gold_s)
     save_checkpoint(
         out / "retrain", gold.model, dataset=data, forget=split.spec, seed=seed,
-        metrics=gold.summary(), extra={"role": "retrain"},
+        train_config=tcfg.to_dict(), metrics=gold.summary(), extra={"role": "retrain"},
     )
+    common = {"seed": seed, "device": device, "progress": progress}
     results = [gold]
     for cfg in (FTConfig(**common), GAConfig(**common)):
         res = unlearn(original, split, cfg)

@@ -196,6 +196,7 @@ def build_pool_model(job: Mapping[str, Any], pool_dir: str, device: str = "auto"
     split = split_from_spec(data, forget_spec(run))
     part = split.full if role == "original" else split.retain
     tcfg = _train_config(run, device)
+    tcfg.progress = bool(job.get("progress", False))
     torch.manual_seed(run["seed"])
     net = create_model(run["model"], data)
     dev = resolve_device(device)
