@@ -454,6 +454,10 @@ def execute(
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers}")
+    if threads is None and executor == "process":
+        threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription
+    elif threads is None and executor == "ray":
+        threads = max(1, int(cpus_per_run))
     runs = [dict(r) for r in runs]
     keys = [r["key"] for r in runs]
     if len(set(keys)) != len(keys):
