@@ -13,6 +13,9 @@ These names are stable: faster providers plug in behind the same signatures.
 
 ``fisher_fast`` — the fast path ``fisher_diagonal(impl="auto")`` dispatches to: per-layer
 rules via hooks, squares summed chunk by chunk, never a batch × |θ| buffer.
+``fisher_triton`` — :func:`triton_token_fisher` (fused Triton kernel for token/conv weights: each
+sample's gradient tile squared in registers, never stored; used by ``fisher_fast`` on CUDA) and
+its einsum reference :func:`torch_token_fisher`.
 ``ig`` — :func:`integrated_gradients` over weights (Riemann / Gauss–Legendre).
 ``masked_sgd`` — :func:`masked_sgd_step` (torch reference + Triton kernel, ``impl="auto"``).
 """
@@ -31,6 +34,7 @@ from fastunlearn.kernels.fisher_fast import (
     register_batch_broadcast,
     register_fisher_rule,
 )
+from fastunlearn.kernels.fisher_triton import torch_token_fisher, triton_token_fisher
 from fastunlearn.kernels.ig import integrated_gradients
 from fastunlearn.kernels.masked_sgd import (
     masked_sgd_step,
@@ -50,6 +54,8 @@ __all__ = [
     "register_batch_broadcast",
     "register_fisher_rule",
     "torch_masked_sgd_step",
+    "torch_token_fisher",
+    "triton_token_fisher",
     "triton_masked_sgd_step",
     "unpack_mask",
     "LABEL_MODES",

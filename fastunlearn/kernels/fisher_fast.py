@@ -38,6 +38,13 @@ Per-layer rules (one small function each, registered with :func:`register_fisher
 Chunks are sized so no rule ever holds more than ``chunk_elems`` per-sample gradient entries,
 so extra memory is bounded by ``chunk_elems`` plus the recorded activations, whatever ``B``.
 
+On CUDA (when Triton is importable) the Fisher of a token ``nn.Linear`` and of a
+``groups=1`` ``nn.Conv2d`` weight skips the per-sample gradients altogether: the fused kernel
+:func:`fastunlearn.kernels.fisher_triton.triton_token_fisher` squares each sample's
+``g_iᵀ a_i`` tile in registers (conv: on the unfolded input, chunk by chunk). The module
+switch :data:`TOKEN_FISHER_IMPL` (``"auto"`` / ``"triton"`` / ``"torch"``) picks the path;
+``"triton"`` on CPU needs ``TRITON_INTERPRET=1`` (tests).
+
 Train-mode batch norm couples samples (the batch statistics make ``out_i`` depend on every
 ``x_j``), so per-sample gradients of the batch graph are not the gradients of ``ℓ_i`` alone.
 Like the references, this function therefore always runs the model in eval mode (running
@@ -49,6 +56,7 @@ caller can use a reference path instead (:func:`fast_fisher_diagonal` raises ``V
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Callable
@@ -261,6 +269,72 @@ def _conv_unfold(m: nn.Conv2d, calls: list[_Call], s: int, e: int, scratch: _Scr
         a, pad = _conv_padded(m, call.args[0][s:e])
         us.append(F.unfold(a, m.kernel_size, dilation=m.dilation, padding=pad, stride=m.stride))
     return torch.cat(us, 2)
+
+
+# --------------------------------------------------------------------------- fused -----------
+#: Fisher of token-Linear and groups=1 Conv2d weights: ``"auto"`` — the fused Triton kernel
+#: for CUDA tensors when Triton is importable, else the torch rules; ``"triton"`` — always
+#: (CPU tensors need ``TRITON_INTERPRET=1``: tests); ``"torch"`` — never.
+TOKEN_FISHER_IMPL = "auto"
+TOKEN_FISHER_IMPLS = ("auto", "torch", "triton")
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _use_fused(m: nn.Module) -> bool:
+    """Whether the fused token Fisher takes this module's weight (see TOKEN_FISHER_IMPL)."""
+    impl = TOKEN_FISHER_IMPL
+    if impl not in TOKEN_FISHER_IMPLS:
+        raise ValueError(f"TOKEN_FISHER_IMPL must be one of {TOKEN_FISHER_IMPLS}, got {impl!r}")
+    if impl == "torch" or not isinstance(m, (nn.Linear, nn.Conv2d)):
+        return False
+    if isinstance(m, nn.Conv2d) and m.groups != 1:
+        return False
+    w = m.weight
+    if not w.requires_grad or w.dtype not in _FUSED_DTYPES:
+        return False
+    return impl == "triton" or (w.is_cuda and _HAS_TRITON)
+
+
+def _weighted_square_sum(v: Tensor, w: Tensor | None) -> Tensor:
+    """``Σ_i w_i v_i²`` over dim 0."""
+    sq = v * v
+    return (sq if w is None else sq * w.to(sq.dtype).view(-1, *([1] * (v.dim() - 1)))).sum(0)
+
+
+def _fused_token_fisher(m: nn.Module, calls: list[_Call], w: Tensor | None, scratch: _Scratch,
+                        chunk_elems: int) -> dict[str, Tensor]:
+    """The Fisher (not per-sample gradients) of a token Linear / groups=1 Conv2d: weight by
+    :func:`triton_token_fisher`, bias from the per-sample ``Σ_t g`` (cheap)."""
+    from fastunlearn.kernels.fisher_triton import triton_token_fisher
+
+    calls = _active_calls(calls)
+    out: dict[str, Tensor] = {}
+    has_bias = m.bias is not None and m.bias.requires_grad
+    b = next(iter(calls[0].grads.values())).shape[0]
+    if isinstance(m, nn.Linear):  # [B, T, in] / [B, T, out]; several calls join along T
+        a = _cat([_tokens(c.args[0], b, m.in_features) for c in calls], 1)
+        g = _cat([_tokens(c.grad_out(), b, m.out_features) for c in calls], 1)
+        out["weight"] = triton_token_fisher(a, g, w)
+        if has_bias:
+            out["bias"] = _weighted_square_sum(g.sum(1), w)
+        return out
+    assert isinstance(m, nn.Conv2d)
+    o, k = m.out_channels, m.weight[0].numel()
+    fw = torch.zeros((o, k), dtype=torch.float32, device=m.weight.device)
+    fb = torch.zeros(o, dtype=torch.float32, device=m.weight.device) if has_bias else None
+    numel = sum(p.numel() for p in _own_trainable(m).values()) + k * _conv_positions(m, calls)
+    for s, e in _chunks(b, numel, chunk_elems):  # same room as the torch rule's unfold
+        a_u = _conv_unfold(m, calls, s, e, scratch)  # [c, C_in·kh·kw, L]
+        g = _cat([c.grad_out()[s:e].reshape(e - s, o, -1) for c in calls], 2)  # [c, O, L]
+        ws = None if w is None else w[s:e]
+        fw += triton_token_fisher(a_u.transpose(1, 2), g.transpose(1, 2), ws)
+        if fb is not None:
+            fb += _weighted_square_sum(g.sum(2), ws)
+    out["weight"] = fw.view(m.weight.shape)
+    if fb is not None:
+        out["bias"] = fb
+    return out
 
 
 # --------------------------------------------------------------------------- norms -----------
@@ -508,9 +582,11 @@ def _per_sample_loss(loss: str | LossFn) -> LossFn:
 
 def _run(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn, chunk_elems: int,
          consume: Callable[[str, int, int, Tensor], None],
-         square_sum: Callable[[nn.Linear, list[_Call], dict[str, str]], bool]) -> None:
+         square_sum: Callable[[nn.Module, list[_Call], dict[str, str], _Scratch], bool],
+         ) -> None:
     """Forward + input-only backward with hooks, then feed per-sample gradients of every chunk
-    to ``consume(name, start, end, grads)`` (``square_sum`` may take a Linear layer whole)."""
+    to ``consume(name, start, end, grads)`` (``square_sum`` may take a layer whole and return
+    ``True``: then it has accumulated that layer's Fisher itself)."""
     if x.dim() < 1 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch [B, ...], got shape {tuple(x.shape)}")
     if y.shape[0] != x.shape[0]:
@@ -559,7 +635,7 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn, chunk_elems
                     c.check_unchanged(m)
                 if not _active_calls(calls):
                     continue  # output never reached the loss: zero gradient
-                if isinstance(m, nn.Linear) and square_sum(m, calls, names):
+                if square_sum(m, calls, names, scratch):
                     continue
                 rule = _RULES.get(type(m), _vmap_rule)
                 numel = sum(p.numel() for p in _own_trainable(m).values())
@@ -606,10 +682,15 @@ def fast_fisher_diagonal(
             sq.mul_(weights[s:e].to(sq.dtype).view(-1, *([1] * (sq.dim() - 1))))
         acc[name] += sq.sum(0)
 
-    def square_sum(m: nn.Linear, calls: list[_Call], names: dict[str, str]) -> bool:
-        if len(calls) != 1 or calls[0].args[0].dim() != 2:
+    def square_sum(m: nn.Module, calls: list[_Call], names: dict[str, str],
+                   scratch: _Scratch) -> bool:
+        if isinstance(m, nn.Linear) and len(calls) == 1 and calls[0].args[0].dim() == 2:
+            parts = _linear_square_sum(m, calls, weights)
+        elif _use_fused(m):
+            parts = _fused_token_fisher(m, calls, weights, scratch, chunk_elems)
+        else:
             return False
-        for local, v in _linear_square_sum(m, calls, weights).items():
+        for local, v in parts.items():
             acc[names[local]] += v
         return True
 
@@ -631,5 +712,5 @@ def fast_per_sample_grads(
         out[name][s:e] += gs
 
     chunk = x.shape[0] * max((p.numel() for p in params.values()), default=1)
-    _run(model, x, y, loss, chunk, consume, lambda m, calls, names: False)
+    _run(model, x, y, loss, chunk, consume, lambda m, calls, names, scratch: False)
     return out
