@@ -245,7 +245,9 @@ def apply_variant(model: torch.nn.Module, variant: Mapping[str, Any]) -> None:
     """Restrict which weights the method may change (``layer-sensitivity``).
 
     ``{"only": BLOCK}``: only that block's parameters stay trainable; ``{"freeze_first": k}``:
-    the first ``k`` blocks are frozen. Blocks are :func:`~fastunlearn.evaluate.drift.probe_blocks`
+    the first ``k`` blocks are frozen, with every weight registered before block ``k`` (stem
+    layers that belong to no block). BatchNorm running statistics of frozen blocks still move
+    when a method trains in train mode. Blocks are :func:`~fastunlearn.evaluate.drift.probe_blocks`
     plus ``"head"`` (the final linear layer), in forward order.
     """
     if not variant:
@@ -265,9 +267,15 @@ def apply_variant(model: torch.nn.Module, variant: Mapping[str, Any]) -> None:
         k = int(variant["freeze_first"])
         if not 0 <= k < len(blocks):
             raise ValueError(f"freeze_first must be in [0, {len(blocks) - 1}], got {k}")
-        for blk in list(blocks.values())[:k]:
-            for p in blk.parameters():
-                p.requires_grad_(False)
+        # everything registered before block k's first weight: the first k blocks plus any
+        # stem weights that belong to no probe block (ResNet conv1/bn1, MobileNet conv_stem)
+        later = [p for blk in list(blocks.values())[k:] for p in blk.parameters()]
+        if later:
+            order = {id(p): i for i, p in enumerate(model.parameters())}
+            first = min(order[id(p)] for p in later)
+            for p in model.parameters():
+                if order[id(p)] < first:
+                    p.requires_grad_(False)
 
 
 def model_blocks(model: torch.nn.Module) -> dict[str, torch.nn.Module]:

@@ -119,12 +119,15 @@ def block_params(config: StudyConfig, data: Any) -> dict[str, int]:
     return {n: sum(p.numel() for p in b.parameters()) for n, b in model_blocks(net).items()}
 
 
-def _trainable(params: Mapping[str, int], variant: Mapping[str, Any], total: int) -> int:
-    names = list(params)
-    if "only" in variant:
-        return params[variant["only"]]
-    frozen = sum(params[n] for n in names[: int(variant.get("freeze_first", 0))])
-    return total - frozen
+def _trainable(net: Any, variant: Mapping[str, Any]) -> int:
+    """Weights left trainable by ``variant`` (applied to a fresh copy of ``net``)."""
+    import copy
+
+    from fastunlearn.studies.engine import apply_variant
+
+    net = copy.deepcopy(net)
+    apply_variant(net, variant)
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
 # ------------------------------------------------------------------------------ study
@@ -140,7 +143,8 @@ class LayerSensitivity:
         forget = parse_forget(config.forget or f"class:{data.classes[0]}", data.classes)
         params = block_params(config, data)
         opts = parse_options(config.options, params)
-        total = sum(p.numel() for p in create_model(config.model, data).parameters())
+        net = create_model(config.model, data)
+        total = sum(p.numel() for p in net.parameters())
         names = list(params)
         variants: list[tuple[dict[str, Any], dict[str, Any]]] = [
             ({}, {"variant": "all", "mode": "all", "block": "", "k": 0})]
@@ -154,7 +158,7 @@ class LayerSensitivity:
         methods = config.method_list()
         runs: list[dict[str, Any]] = []
         for i, (variant, tags) in enumerate(variants):
-            tags = {**tags, "trainable_params": _trainable(params, variant, total),
+            tags = {**tags, "trainable_params": _trainable(net, variant),
                     "total_params": total}
             runs += task_runs(config, dataset=config.dataset, model=config.model, forget=forget,
                               methods=methods, variant=variant, tags=tags,

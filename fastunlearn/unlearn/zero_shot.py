@@ -185,7 +185,11 @@ def zero_shot(model: nn.Module, split: ForgetSplit, config: ZeroShotConfig) -> U
         teacher = F.log_softmax(fn(xr), dim=1)  # the original's outputs on retain impressions
         forget_ids = torch.tensor(split.forget_class_ids, device=device)
         relabel = fn(xf).index_fill(1, forget_ids, float("-inf")).softmax(1)
-    opt = torch.optim.SGD(fn.parameters(), lr=config.lr, momentum=config.momentum)
+    trainable = [p for p in fn.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError(f"zero_shot: no trainable weights in its {config.space!r} space (the "
+                         "classifier is frozen); unfreeze it or use space='input'")
+    opt = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum)
     model.eval()
     start_retain, start_forget = _acc(fn, xr, yr), _acc(fn, xf, yf)
     floor = config.collapse_fraction * start_retain

@@ -253,3 +253,22 @@ def test_pool_models_are_checkpoints_with_their_training_time(tmp_path):
     assert all(m["metrics"]["rte_s"] > 0 for m in metas)
     ck = fu.load_checkpoint(next((tmp_path / "pool").glob("gold-*/model.safetensors")))
     assert isinstance(ck.model, torch.nn.Module)
+
+
+def test_freeze_first_also_freezes_stem_weights_outside_blocks(digits):
+    model = fu.create_model("resnet18", digits)
+    blocks = engine.model_blocks(model)
+    assert "conv1" not in blocks  # the stem conv belongs to no probe block
+    engine.apply_variant(model, {"freeze_first": 2})
+    later = {id(p) for b in list(blocks.values())[2:] for p in b.parameters()}
+    for name, p in model.named_parameters():
+        assert p.requires_grad == (id(p) in later), name
+
+
+def test_zero_shot_with_frozen_head_says_so(digits):
+    model = fu.create_model("small_cnn", digits)
+    first = list(engine.model_blocks(model))[0]
+    engine.apply_variant(model, {"only": first})
+    split = fu.forget_classes(digits, ["3"])
+    with pytest.raises(ValueError, match="classifier is frozen"):
+        fu.unlearn(model, split, fu.ZeroShotConfig(progress=False))
