@@ -17,7 +17,10 @@ rules via hooks, squares summed chunk by chunk, never a batch × |θ| buffer.
 sample's gradient tile squared in registers, never stored; used by ``fisher_fast`` on CUDA) and
 its einsum reference :func:`torch_token_fisher`.
 ``ig`` — :func:`integrated_gradients` over weights (Riemann / Gauss–Legendre).
-``masked_sgd`` — :func:`masked_sgd_step` (torch reference + Triton kernel, ``impl="auto"``).
+``masked_sgd`` — :func:`masked_sgd_step`: ``reference`` (per tensor, obviously correct),
+``torch`` (fused CPU path, bit-identical to ``torch.optim.SGD`` with an all-ones mask) and
+``triton`` (one launch over every parameter, dense or bit-packed masks); ``auto`` = Triton on
+CUDA, torch otherwise. See docs/kernels.md for what happens outside the mask.
 """
 
 from fastunlearn.kernels.fisher import (
@@ -37,14 +40,20 @@ from fastunlearn.kernels.fisher_fast import (
 from fastunlearn.kernels.fisher_triton import torch_token_fisher, triton_token_fisher
 from fastunlearn.kernels.ig import integrated_gradients
 from fastunlearn.kernels.masked_sgd import (
+    choose_impl,
     masked_sgd_step,
     pack_mask,
+    prepare_mask,
+    reference_masked_sgd_step,
     torch_masked_sgd_step,
     triton_masked_sgd_step,
     unpack_mask,
 )
 
 __all__ = [
+    "choose_impl",
+    "prepare_mask",
+    "reference_masked_sgd_step",
     "fast_fisher_diagonal",
     "fast_fisher_supported",
     "fast_per_sample_grads",

@@ -1,7 +1,8 @@
-"""Weight-saliency masks and the masked update step (plain-torch reference implementation).
+"""Weight-saliency masks and the masked update step.
 
-Two small functions form the API the methods use, so that faster kernels can replace the
-reference without touching any method:
+Two small functions form the API the methods use; the heavy lifting is in
+:mod:`fastunlearn.kernels` (integrated gradients, the masked SGD step), so faster kernels
+replace slower ones without touching any method:
 
 * :func:`compute_saliency` ``(model, part, kind, sparsity, ...) -> {param_name: BoolTensor}`` —
   which weights a method may change. ``kind="grad"`` is SalUn's saliency (Fan et al., ICLR'24):
@@ -9,14 +10,17 @@ reference without touching any method:
   cross-entropy over ``part`` (the forget set). ``kind="ig"`` is the integrated-gradient
   saliency of the IG-saliency seed project: the score is
   ``|(θ − θ₀) · (1/m) Σ_k ∂L_f/∂θ (θ₀ + α_k (θ − θ₀))|`` with ``α_k = (k − ½)/m`` (midpoint
-  rule) and the baseline ``θ₀ = 0``; by the completeness property the scores' signed sum is
-  ``L_f(θ) − L_f(θ₀)`` up to the quadrature error. The mask keeps the top ``1 − sparsity``
-  fraction of all scores *globally* (over every parameter tensor together), so
-  ``sparsity=0.5`` updates half of the weights — SalUn's default.
+  rule) and the baseline ``θ₀ = 0``, computed by
+  :func:`fastunlearn.kernels.integrated_gradients` (``method="riemann"``); by the completeness
+  property the scores' signed sum is ``L_f(θ) − L_f(θ₀)`` up to the quadrature error. The
+  mask keeps the top ``1 − sparsity`` fraction of all scores *globally* (over every parameter
+  tensor together), so ``sparsity=0.5`` updates half of the weights — SalUn's default.
 * :func:`masked_step` — one SGD update (momentum, weight decay) applied only where the mask is
-  True. Unlike multiplying ``param.grad`` by the mask before ``torch.optim.SGD.step`` (what the
-  SalUn code does), weight decay is masked too, so weights outside the mask stay bit-for-bit
-  unchanged. :class:`MaskedSGD` wraps it as a ``torch.optim.Optimizer``.
+  True: :func:`fastunlearn.kernels.masked_sgd_step` (the foreach torch path on CPU, one Triton
+  launch for all parameters on CUDA). Unlike multiplying ``param.grad`` by the mask before
+  ``torch.optim.SGD.step`` (what the SalUn code does), weight decay is masked too, so weights
+  outside the mask stay bit-for-bit unchanged. :class:`MaskedSGD` wraps it as a
+  ``torch.optim.Optimizer``.
 
 Where the SalUn reference code differs: it sums batch-mean gradients over the forget loader
 (the same ranking up to the weight of a smaller last batch) and has no ``ig`` kind. The seed's
@@ -35,6 +39,8 @@ from torch.func import functional_call
 
 from fastunlearn._device import model_device
 from fastunlearn.data.base import DataPart
+from fastunlearn.kernels.ig import integrated_gradients
+from fastunlearn.kernels.masked_sgd import masked_sgd_step, prepare_mask
 
 MASK_KINDS = ("salun", "ig")
 """Values of the ``mask`` option of maskable methods: ``salun`` → ``kind="grad"``."""
@@ -76,8 +82,9 @@ def weight_attributions(
     """Signed attribution of the mean cross-entropy over ``part`` to every weight (float32,
     parameter shapes): the gradient ``∇θ L`` (``kind="grad"``) or the integrated gradients
     ``(θ − θ₀) · (1/m) Σ_k ∇θ L(θ₀ + α_k(θ − θ₀))``, ``θ₀ = 0``, ``α_k = (k − ½)/m``,
-    ``m = ig_steps`` (``kind="ig"``; cost ``m`` passes over ``part``). ``max_samples`` uses
-    a seeded random subset. The model is evaluated in eval mode (as in SalUn) and unchanged.
+    ``m = ig_steps`` (``kind="ig"``, by :func:`fastunlearn.kernels.integrated_gradients`: ``m``
+    forward+backward passes per batch, the data read once). ``max_samples`` uses a seeded random
+    subset. The model is evaluated in eval mode (as in SalUn) and left unchanged.
     """
     if kind not in _SALIENCY_KINDS:
         raise ValueError(f"saliency kind must be one of {_SALIENCY_KINDS}, got {kind!r}")
@@ -93,27 +100,27 @@ def weight_attributions(
     params = _named_trainable(model)
     if not params:
         raise ValueError("saliency: the model has no trainable parameters")
-    alphas = [1.0] if kind == "grad" else [(k + 0.5) / ig_steps for k in range(int(ig_steps))]
-    trained = {name: p.detach() for name, p in params.items()}
-    total = {name: torch.zeros_like(t, dtype=torch.float32) for name, t in trained.items()}
+    if kind == "ig":
+        attr = integrated_gradients(
+            model, part.batches(batch_size, device=device), baseline="zeros",
+            steps=int(ig_steps), method="riemann", reduction="mean",
+        )
+        return {name: a.float() for name, a in attr.items()}
+    # fresh leaves (sharing storage), so the gradients flow to them and p.grad stays untouched
+    point = {name: p.detach().requires_grad_(True) for name, p in params.items()}
+    total = {name: torch.zeros_like(t, dtype=torch.float32) for name, t in point.items()}
     n = len(part)
     was_training = model.training
     model.eval()
     try:
-        for alpha in alphas:
-            # θ(α) = θ₀ + α(θ − θ₀) with θ₀ = 0, as fresh leaves so gradients flow to them only
-            point = {name: (alpha * t).requires_grad_(True) for name, t in trained.items()}
-            for x, y in part.batches(batch_size, device=device):
-                loss = _loss_sum(functional_call(model, point, (x,)), y) / n
-                grads = torch.autograd.grad(loss, list(point.values()), allow_unused=True)
-                for name, g in zip(point, grads):
-                    if g is not None:
-                        total[name] += g.float()
+        for x, y in part.batches(batch_size, device=device):
+            loss = _loss_sum(functional_call(model, point, (x,)), y) / n
+            grads = torch.autograd.grad(loss, list(point.values()), allow_unused=True)
+            for name, g in zip(point, grads):
+                if g is not None:
+                    total[name] += g.float()
     finally:
         model.train(was_training)
-    if kind == "ig":
-        for name, t in trained.items():
-            total[name] = total[name] / len(alphas) * t.float()
     return total
 
 
@@ -182,7 +189,6 @@ def mask_density(masks: dict[str, Tensor]) -> float:
     return float(sum(int(m.sum()) for m in masks.values())) / max(1, total)
 
 
-@torch.no_grad()
 def masked_step(
     params: Sequence[Tensor],
     grads: Sequence[Tensor | None],
@@ -192,35 +198,34 @@ def masked_step(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    nesterov: bool = False,
+    dampening: float = 0.0,
+    overwrite_grads: bool = False,
 ) -> None:
-    """One SGD step ``d = mask·(g + wd·p); buf = μ·buf + d; p −= lr·buf`` in place.
+    """One SGD step ``d = mask·(g + wd·p); buf = μ·buf + (1 − dampening)·d; p −= lr·buf``
+    (or Nesterov's ``p −= lr·(d + μ·buf)``) in place, by
+    :func:`fastunlearn.kernels.masked_sgd_step` (``impl="auto"``).
 
-    Matches ``torch.optim.SGD`` (dampening 0, no Nesterov) exactly where the mask is True (and
-    everywhere when a mask is None); entries where the mask is False keep their value and a
-    zero momentum buffer. ``momentum_buffers`` is updated in place (None → created).
+    Matches ``torch.optim.SGD`` exactly where the mask is True (and everywhere when a mask is
+    None); entries where the mask is False keep their value and a zero momentum buffer (for a
+    mask that stays the same from the first step on). ``None`` grads are skipped.
+    ``momentum_buffers`` is updated in place (None → created). ``overwrite_grads=True`` lets the
+    CPU path use the gradients as scratch (values afterwards unspecified; saves a copy).
     """
-    for i, (p, g, m) in enumerate(zip(params, grads, masks)):
-        if g is None:
-            continue
-        d = g if weight_decay == 0 else g.add(p, alpha=weight_decay)
-        if m is not None:
-            d = torch.where(m, d, torch.zeros((), dtype=d.dtype, device=d.device))
-        if momentum != 0:
-            buf = momentum_buffers[i]
-            if buf is None:
-                buf = torch.clone(d).detach()
-                momentum_buffers[i] = buf
-            else:
-                buf.mul_(momentum).add_(d)
-            d = buf
-        p.add_(d, alpha=-lr)
+    masked_sgd_step(params, grads, masks, momentum_buffers, lr, momentum, weight_decay,
+                    nesterov, dampening, overwrite_grads=overwrite_grads)
 
 
 class MaskedSGD(torch.optim.Optimizer):
-    """SGD (momentum, weight decay) that only updates masked weights, via :func:`masked_step`.
+    """SGD (momentum, weight decay, Nesterov) that only updates masked weights, via
+    :func:`masked_step` — one fused Triton launch for all parameters on CUDA.
 
     ``masks`` maps each parameter tensor (by identity) to a bool tensor of its shape; parameters
-    without an entry are updated normally.
+    without an entry are updated normally. The masks are converted once into the format the
+    step reads fastest (:func:`fastunlearn.kernels.masked_sgd.prepare_mask`: bool on CUDA, 0/1
+    in the parameter dtype on CPU). Like ``torch.optim.SGD`` with Nesterov, ``step()`` may
+    leave other values in ``p.grad`` (it uses them as scratch; the next ``zero_grad`` clears
+    them).
     """
 
     def __init__(
@@ -230,10 +235,22 @@ class MaskedSGD(torch.optim.Optimizer):
         lr: float,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        nesterov: bool = False,
+        dampening: float = 0.0,
     ) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-        super().__init__(list(params), defaults)
-        self._masks = masks
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                    "nesterov": nesterov, "dampening": dampening}
+        params = list(params)
+        super().__init__(params, defaults)
+        by_id = {id(p): p for group in self.param_groups for p in group["params"]}
+        self._masks = {k: prepare_mask(m, by_id[k]) if k in by_id else m
+                       for k, m in masks.items()}
+
+    def _mask(self, p: Tensor) -> Tensor | None:
+        m = self._masks.get(id(p))
+        if m is not None and m.device != p.device:  # the model moved since construction
+            m = self._masks[id(p)] = prepare_mask(m, p)
+        return m
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim.Optimizer signature
@@ -247,11 +264,14 @@ class MaskedSGD(torch.optim.Optimizer):
             masked_step(
                 ps,
                 [p.grad for p in ps],
-                [self._masks.get(id(p)) for p in ps],
+                [self._mask(p) for p in ps],
                 bufs,
                 lr=group["lr"],
                 momentum=group["momentum"],
                 weight_decay=group["weight_decay"],
+                nesterov=group.get("nesterov", False),
+                dampening=group.get("dampening", 0.0),
+                overwrite_grads=True,
             )
             for p, b in zip(ps, bufs):
                 if b is not None:

@@ -172,3 +172,51 @@ def test_make_sgd_validates_masks():
 def test_saliency_input_errors(tiny_forget, call, match):
     with pytest.raises(ValueError, match=match):
         call(_tiny(), tiny_forget)
+
+
+# --- the methods' mask API runs on fastunlearn.kernels ----------------------------------------
+
+def test_masked_sgd_runs_the_kernel_and_supports_nesterov(monkeypatch):
+    from fastunlearn.kernels import masked_sgd
+    from fastunlearn.unlearn import masks as masks_mod
+
+    calls = []
+    real = masks_mod.masked_sgd_step
+    monkeypatch.setattr(masks_mod, "masked_sgd_step",
+                        lambda *a, **k: calls.append(len(a[0])) or real(*a, **k))
+    torch.manual_seed(1)
+    ps = [torch.randn(41, 13, requires_grad=True), torch.randn(7, requires_grad=True)]
+    refs = [p.detach().clone().requires_grad_(True) for p in ps]
+    masks = {id(ps[0]): torch.rand(41, 13) < 0.5}  # the second parameter is unmasked
+    opt = MaskedSGD(ps, masks, 0.1, 0.9, 1e-2, nesterov=True)
+    ref = torch.optim.SGD(refs, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)
+    assert opt._masks[id(ps[0])].dtype == torch.float32  # prepared once for the CPU path
+    start = ps[0].detach().clone()
+    for _ in range(3):
+        gs = [torch.randn_like(p) for p in ps]
+        for group in (ps, refs):
+            for p, g in zip(group, gs):
+                p.grad = g.clone()
+        opt.step()
+        ref.step()
+    assert calls == [2, 2, 2]  # one kernel call per step for all parameters
+    m = masks[id(ps[0])]
+    assert torch.equal(ps[0][m], refs[0][m]) and torch.equal(ps[1], refs[1])
+    assert torch.equal(ps[0][~m], start[~m])
+    assert masked_sgd.choose_impl(ps, [p.grad for p in ps], [None, None], [None, None]) == "torch"
+
+
+def test_ig_saliency_is_the_ig_kernel(tiny_forget, monkeypatch):
+    from fastunlearn.kernels.ig import integrated_gradients
+    from fastunlearn.unlearn import masks as masks_mod
+
+    calls = []
+    monkeypatch.setattr(masks_mod, "integrated_gradients",
+                        lambda *a, **k: calls.append(k) or integrated_gradients(*a, **k))
+    model = _tiny()
+    attr = weight_attributions(model, tiny_forget, "ig", ig_steps=3, batch_size=11)
+    assert len(calls) == 1 and calls[0]["method"] == "riemann" and calls[0]["steps"] == 3
+    x, y = tiny_forget.tensors()
+    direct = integrated_gradients(model, (x, y), steps=3, method="riemann")
+    for name, a in attr.items():
+        torch.testing.assert_close(a, direct[name], rtol=1e-5, atol=1e-8)
