@@ -62,3 +62,33 @@ def test_cosine_schedule_shape():
 def test_bad_config(kw):
     with pytest.raises(ValueError):
         TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_bad_compile_option(value):
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
+        TrainConfig(compile=value)
+
+
+def test_compile_auto_that_picks_eager_changes_nothing(synthetic, monkeypatch, tmp_path):
+    """The "auto" measurement (stand-in compile, measured slower) leaves weights, BatchNorm
+    statistics and the RNG stream exactly as a plain eager run has them."""
+    from fastunlearn.kernels import compile as fc
+
+    monkeypatch.setenv(fc.CACHE_ENV_VAR, str(tmp_path))
+    fc.forget_compile_decisions()
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+    monkeypatch.setattr(fc, "measure_step_times",
+                        lambda eager, comp, device, rounds=1: ([1.0], [1.5]))
+    states = []
+    for mode in (False, "auto"):
+        torch.manual_seed(1)
+        cfg = TrainConfig(epochs=1, batch_size=64, device="cpu", progress=False, eval_every=0,
+                          compile=mode)
+        m = train(create_model("small_cnn", synthetic), synthetic.train, cfg)
+        assert m.fastunlearn_history.compiled is False
+        states.append(m.state_dict())
+    assert (tmp_path / "compile.json").exists()  # "auto" did measure
+    fc.forget_compile_decisions()
+    for k, v in states[0].items():
+        assert torch.equal(v, states[1][k]), k

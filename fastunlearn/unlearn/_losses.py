@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from fastunlearn._device import model_device
 from fastunlearn.data.base import DataPart
+from fastunlearn.kernels.compile import CompiledForward, check_compile_mode, compiled_forward
 from fastunlearn.train import lr_factor
 
 _SCHEDULES = ("cosine", "constant")
@@ -151,6 +152,12 @@ class StepRunner:
 
     ``runner.step(loss)`` does zero_grad → backward → (optional grad clipping) → step and
     returns False when the loss is not finite (nothing is updated then).
+
+    ``compile`` (True / False / ``"auto"``, the config's ``compile``): ``runner.net(model, x)``
+    returns the module to run the batch ``x`` through — ``torch.compile(model)`` for batches
+    shaped like the first one seen when compiling is on (resolved once per model, on that
+    first batch, so the compile time counts in the method's cold RTE), ``model`` otherwise.
+    Loops write ``out = runner.net(model, x)(x)`` instead of ``out = model(x)``.
     """
 
     def __init__(
@@ -163,11 +170,25 @@ class StepRunner:
         desc: str = "",
         progress: bool = True,
         clip_grad: float | None = None,
+        compile: bool | str = False,
     ) -> None:
         self.opt, self.lr, self.total, self.schedule = opt, lr, max(1, total_steps), schedule
         self.clip_grad = clip_grad
+        self.compile = check_compile_mode(compile, desc or "StepRunner")
+        self._forwards: dict[int, CompiledForward] = {}
         self.steps = 0
         self.bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
+
+    def net(self, model: nn.Module, x: Tensor) -> nn.Module:
+        """The module to run ``x`` through: compiled or ``model`` itself (see the class)."""
+        if self.compile is False:
+            return model
+        fwd = self._forwards.get(id(model))
+        if fwd is None or fwd.model is not model:
+            fwd = self._forwards[id(model)] = compiled_forward(
+                model, x, self.compile, x.device, expected_steps=self.total - self.steps
+            )
+        return fwd.module_for(x)
 
     def step(self, loss: Tensor) -> bool:
         if not torch.isfinite(loss):
@@ -186,6 +207,7 @@ class StepRunner:
 
     def close(self) -> None:
         self.bar.close()
+        self._forwards.clear()
 
 
 def run_epochs(
@@ -198,12 +220,13 @@ def run_epochs(
     generator: torch.Generator,
     device: torch.device,
 ) -> bool:
-    """``epochs`` shuffled passes over ``part``, one ``runner.step(loss_fn(model, x, y))`` per
-    batch, model in train mode. Returns False (and stops) if a loss was not finite."""
+    """``epochs`` shuffled passes over ``part``, one ``runner.step(loss_fn(net, x, y))`` per
+    batch, model in train mode; ``net`` is ``model`` or, with the runner's ``compile``, its
+    compiled forward (same parameters). Returns False (and stops) if a loss was not finite."""
     model.train()
     for _ in range(epochs):
         for x, y in part.batches(batch_size, shuffle=True, generator=generator, device=device):
-            if not runner.step(loss_fn(model, x, y)):
+            if not runner.step(loss_fn(runner.net(model, x), x, y)):
                 return False
     return True
 

@@ -9,11 +9,16 @@ from typing import Any, ClassVar
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.kernels.compile import check_compile_mode
 
 
 @dataclass
 class UnlearnConfig:
-    """Hyper-parameters every method shares. Subclasses set ``method`` and add their own."""
+    """Hyper-parameters every method shares. Subclasses set ``method`` and add their own.
+
+    ``compile``: False (default), True or ``"auto"`` — run the training steps' forward through
+    ``torch.compile`` (:mod:`fastunlearn.kernels.compile`); its cost lands in the cold RTE.
+    """
 
     method: ClassVar[str] = ""
 
@@ -23,6 +28,7 @@ class UnlearnConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         if int(self.epochs) != self.epochs or self.epochs < 0:
@@ -35,6 +41,7 @@ class UnlearnConfig:
             raise ValueError(
                 f"{self.method}: batch_size must be a positive integer, got {self.batch_size}"
             )
+        check_compile_mode(self.compile, self.method or "UnlearnConfig")
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
