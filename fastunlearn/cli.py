@@ -177,8 +177,14 @@ def _eval_config(args: argparse.Namespace):  # noqa: ANN202
                       seed=args.eval_seed, mia=not args.no_mia, cka_probe=args.cka_probe)
 
 
+_COMPILE_MODES = {"false": False, "true": True, "auto": "auto"}
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", type=str.lower, choices=list(_COMPILE_MODES), default="false",
+                   help="run the training steps through torch.compile: false (default), true, "
+                        "or auto (compile only where a short measurement says it pays; cached)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument("--out", help="output checkpoint path (.safetensors; a .json sidecar is added)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
@@ -305,7 +311,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                       optimizer=args.optimizer, weight_decay=args.weight_decay,
                       label_smoothing=args.label_smoothing, seed=args.seed, device=args.device,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, compile=_COMPILE_MODES[args.compile])
     if args.sisa_shards is not None:
         return _train_sisa(args, data, out, cfg)
     torch.manual_seed(args.seed)
@@ -375,7 +381,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     config = make_config(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          seed=args.seed, device=args.device, progress=not args.no_progress,
                          mask=args.mask, mask_sparsity=args.mask_sparsity,
-                         **_parse_set(args.set))
+                         **{"compile": _COMPILE_MODES[args.compile], **_parse_set(args.set)})
     kind = "class" if split.kind == "class" else "sample"
     out = Path(args.out or path.with_name(f"{path.stem}_{config.method}_{kind}.safetensors"))
     _check_out(out, args.force)

@@ -209,3 +209,39 @@ def test_train_sisa_from_the_cli_then_unlearn(tmp_path, capsys):
     assert "sisa" in capsys.readouterr().out
     assert main([*args, "--exclude-class", "3", "--out", str(tmp_path / "x")]) == 2
     assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_compile_flag_parses_and_reaches_the_configs(tmp_path, monkeypatch, capsys):
+    from fastunlearn.cli import build_parser
+    from fastunlearn.kernels import compile as fc
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--compile", "auto"]).compile == "auto"
+    assert parser.parse_args(["unlearn", "--method", "ft", "--compile", "TRUE"]).compile == "true"
+    assert parser.parse_args(["unlearn", "--method", "ft"]).compile == "false"
+    calls = []
+    monkeypatch.setattr(fc, "_compile", lambda model: calls.append(model) or model)
+    monkeypatch.setenv(fc.CACHE_ENV_VAR, str(tmp_path / "cache"))
+    fc.forget_compile_decisions()
+    orig = tmp_path / "o.safetensors"
+    assert main([*TRAIN, "--epochs", "1", "--compile", "true", "--out", str(orig)]) == 0
+    assert len(calls) == 1
+    assert json.loads(orig.with_suffix(".json").read_text())["train_config"]["compile"] is True
+    out = tmp_path / "u.safetensors"
+    assert main(["unlearn", "--method", "ft", "--model-path", str(orig), "--forget-class", "3",
+                 "--epochs", "1", "--compile", "auto", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["unlearn_config"]["compile"] == "auto"
+    fc.forget_compile_decisions()
+    capsys.readouterr()
+
+
+def test_bad_compile_value_exits_2_with_one_line(tmp_path):
+    for cmd in (["train"], ["unlearn", "--method", "ft"]):
+        proc = subprocess.run([sys.executable, "-m", "fastunlearn.cli", *cmd, "--compile", "yes"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--compile" in lines[0] and "invalid choice" in lines[0]
+        assert "'auto'" in lines[0]  # names the valid values
+        assert list(tmp_path.iterdir()) == []

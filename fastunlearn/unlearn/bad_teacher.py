@@ -93,7 +93,7 @@ def bad_teacher(model: nn.Module, split: ForgetSplit, config: BadTeacherConfig) 
     )
     runner = StepRunner(
         opt, config.lr, config.epochs * per_epoch, schedule=config.schedule,
-        desc="bad_teacher", progress=config.progress,
+        desc="bad_teacher", progress=config.progress, compile=config.compile,
     )
     t = config.temperature
     model.train()
@@ -112,7 +112,7 @@ def bad_teacher(model: nn.Module, split: ForgetSplit, config: BadTeacherConfig) 
                 good_p = F.softmax(good(x).float() / t, dim=1)
                 bad_p = F.softmax(bad(x).float() / t, dim=1)
                 target = torch.where(is_forget.bool().unsqueeze(1), bad_p, good_p)
-            runner.step(kl_to_probs(model(x), target, t))
+            runner.step(kl_to_probs(runner.net(model, x)(x), target, t))
     runner.close()
     model.eval()
     info = {

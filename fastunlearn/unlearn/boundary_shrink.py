@@ -140,7 +140,7 @@ def boundary_shrink(
     total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
     runner = StepRunner(
         opt, config.lr, total, schedule=config.schedule, desc="boundary_shrink",
-        progress=config.progress,
+        progress=config.progress, compile=config.compile,
     )
     guard = ForgetGuard(
         model, split, probe_size=config.probe_size, seed=config.seed,
@@ -154,10 +154,10 @@ def boundary_shrink(
             config.batch_size, shuffle=True, generator=gen, device=device
         ):
             target = nearest_wrong_class(original, x, y, eps, lo, hi, config.attack_steps)
-            loss = F.cross_entropy(model(x), target)
+            loss = F.cross_entropy(runner.net(model, x)(x), target)
             if config.retain_weight > 0:
                 xr, yr = next(retain)
-                loss = loss + config.retain_weight * F.cross_entropy(model(xr), yr)
+                loss = loss + config.retain_weight * F.cross_entropy(runner.net(model, xr)(xr), yr)
             reason = guarded_step(runner, guard, model, loss,
                                   check_every=config.check_every, total=total)
             if reason:

@@ -15,6 +15,7 @@ Random-sample forgetting only gets the noise (Fisher forgetting is weak there by
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
 
 __all__ = ["FisherConfig", "classifier_layer", "fisher", "mean_fisher"]
+
+log = logging.getLogger(__name__)
 
 
 def classifier_layer(model: nn.Module) -> nn.Linear:
@@ -68,7 +71,8 @@ class FisherConfig(UnlearnConfig):
     """Fisher-forgetting recipe (Fashion-MNIST / digits ``small_cnn``): noise scale
     ``alpha`` = 1e-6 on the inverse mean Fisher of 1,024 retain samples (labels drawn from the
     model), variance capped at ``max_var`` = 1e3 per weight before scaling. No training:
-    ``epochs`` and ``lr`` are not used."""
+    ``epochs`` and ``lr`` are not used, and ``compile`` has no effect (one Fisher pass, no
+    training steps to compile; an info line says so)."""
 
     method = "fisher"
     epochs: int = 0
@@ -96,6 +100,8 @@ class FisherConfig(UnlearnConfig):
 def fisher(model: nn.Module, split: ForgetSplit, config: FisherConfig) -> UnlearnResult:
     """Fisher forgetting: noise scaled by the inverse retain Fisher (Golatkar et al.)."""
     check_split(split, "fisher")
+    if config.compile is not False:
+        log.info("fisher: compile=%r has no effect (no training steps)", config.compile)
     device = resolve_device(config.device)
     gen = seed_everything(config.seed)
     part = split.retain.take(config.num_samples, seed=config.seed) if config.num_samples \

@@ -60,6 +60,7 @@ class FTConfig(UnlearnConfig):
             device=self.device,
             eval_every=0,
             progress=self.progress,
+            compile=self.compile,
         )
 
 
@@ -79,7 +80,8 @@ def ft(model: nn.Module, split: ForgetSplit, config: FTConfig) -> UnlearnResult:
     )
     total = config.epochs * steps_per_epoch(len(split.retain), config.batch_size)
     runner = StepRunner(
-        opt, config.lr, total, schedule=config.schedule, desc="ft", progress=config.progress
+        opt, config.lr, total, schedule=config.schedule, desc="ft", progress=config.progress,
+        compile=config.compile,
     )
     run_epochs(
         model, split.retain, lambda m, x, y: F.cross_entropy(m(x), y), runner,

@@ -15,6 +15,8 @@ gets (forgotten samples should look like unseen ones, not like errors); ``None``
 
 With ``mask="salun"`` or ``mask="ig"`` only the weights most salient for the forget set are
 updated (:mod:`fastunlearn.unlearn.masks`; ``mask_sparsity`` of them stay frozen).
+
+``compile`` applies to the ascent steps' forward (the probes' accuracy checks run eagerly).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.inference import accuracy
+from fastunlearn.kernels.compile import CompiledForward, compiled_forward
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
@@ -114,14 +117,18 @@ def ga(
     )
     good_state = copy.deepcopy(model.state_dict())
     steps, reason = 0, ""
-    total = config.epochs * math.ceil(len(split.forget) / config.batch_size)
+    per_epoch = math.ceil(len(split.forget) / config.batch_size)
+    total = config.epochs * per_epoch
     bar = tqdm(total=total, desc="ga", disable=not config.progress, leave=False)
+    fwd: CompiledForward | None = None
     model.train()
     for _ in range(config.epochs):
         for x, y in split.forget.batches(
             config.batch_size, shuffle=True, generator=gen, device=device
         ):
-            loss = -F.cross_entropy(model(x), y)
+            if fwd is None:  # ga usually stops within its first pass: expect one, not the cap
+                fwd = compiled_forward(model, x, config.compile, device, expected_steps=per_epoch)
+            loss = -F.cross_entropy(fwd(x), y)
             if not torch.isfinite(loss):
                 reason = "loss is not finite"
                 break

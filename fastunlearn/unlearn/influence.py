@@ -26,6 +26,7 @@ gradients; the search only runs forward passes on small probes.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
 from fastunlearn.unlearn.fisher import mean_fisher
 
 __all__ = ["InfluenceConfig", "influence", "woodfisher_solve"]
+
+log = logging.getLogger(__name__)
 
 _HESSIANS = ("woodfisher", "diag")
 
@@ -70,7 +73,8 @@ class InfluenceConfig(UnlearnConfig):
     """Influence-unlearning recipe (Fashion-MNIST / digits ``small_cnn``): WoodFisher of 128
     retain samples, damping 10 × the mean Fisher diagonal, step scale found by the "auto"
     search (from a step of 1e-4 ‖θ‖, doubling). No training: ``epochs`` and ``lr`` are not
-    used."""
+    used, and ``compile`` has no effect (gradient passes and one Newton step, no training
+    steps to compile; an info line says so)."""
 
     method = "influence"
     epochs: int = 0
@@ -129,6 +133,8 @@ def _flat(d: dict[str, Tensor], names: list[str]) -> Tensor:
 def influence(model: nn.Module, split: ForgetSplit, config: InfluenceConfig) -> UnlearnResult:
     """Influence unlearning: one Newton step with a WoodFisher / diagonal Fisher Hessian."""
     check_split(split, "influence")
+    if config.compile is not False:
+        log.info("influence: compile=%r has no effect (no training steps)", config.compile)
     device = resolve_device(config.device)
     gen = seed_everything(config.seed)
     names = [n for n, p in model.named_parameters() if p.requires_grad]

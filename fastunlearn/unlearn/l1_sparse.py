@@ -73,7 +73,8 @@ def l1_sparse(model: nn.Module, split: ForgetSplit, config: L1SparseConfig) -> U
     opt = make_sgd(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch(len(split.retain), config.batch_size)
     runner = StepRunner(
-        opt, config.lr, total, schedule=config.schedule, desc="l1_sparse", progress=config.progress
+        opt, config.lr, total, schedule=config.schedule, desc="l1_sparse", progress=config.progress,
+        compile=config.compile,
     )
     model.train()
     for _ in range(config.epochs):
@@ -81,7 +82,7 @@ def l1_sparse(model: nn.Module, split: ForgetSplit, config: L1SparseConfig) -> U
             config.batch_size, shuffle=True, generator=gen, device=device
         ):
             alpha = config.alpha * (1.0 - runner.steps / total)
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(runner.net(model, x)(x), y)
             if alpha > 0:
                 loss = loss + alpha * l1_norm(model)
             runner.step(loss)

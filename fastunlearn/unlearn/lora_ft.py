@@ -66,7 +66,7 @@ class LoRAFTConfig(UnlearnConfig):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                            momentum=self.momentum, weight_decay=self.weight_decay,
                            schedule=self.schedule, seed=self.seed, device=self.device,
-                           eval_every=0, progress=self.progress)
+                           eval_every=0, progress=self.progress, compile=self.compile)
 
 
 def _targets(model: nn.Module, target: str) -> dict[str, nn.Module]:

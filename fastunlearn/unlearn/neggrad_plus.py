@@ -98,7 +98,7 @@ def neggrad_plus(model: nn.Module, split: ForgetSplit, config: NegGradPlusConfig
     total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
     runner = StepRunner(
         opt, config.lr, total, schedule=config.schedule, desc="neggrad_plus",
-        progress=config.progress,
+        progress=config.progress, compile=config.compile,
     )
     guard = ForgetGuard(
         model, split, probe_size=config.probe_size, seed=config.seed,
@@ -112,8 +112,9 @@ def neggrad_plus(model: nn.Module, split: ForgetSplit, config: NegGradPlusConfig
             config.batch_size, shuffle=True, generator=gen, device=device
         ):
             xr, yr = next(retain)
-            loss = beta * F.cross_entropy(model(xr), yr) - (1 - beta) * F.cross_entropy(
-                model(xf), yf
+            net_r, net_f = runner.net(model, xr), runner.net(model, xf)
+            loss = beta * F.cross_entropy(net_r(xr), yr) - (1 - beta) * F.cross_entropy(
+                net_f(xf), yf
             )
             reason = guarded_step(runner, guard, model, loss,
                                   check_every=config.check_every, total=total)

@@ -13,9 +13,9 @@
      (SGD, ``lr``, ``batch_size``) on the **retain** set — the forget set is never used.
 
 2. **Unlearn.** The method named by ``base`` runs with ``base_options`` (its own config fields;
-   ``seed``, ``device`` and ``progress`` are passed down) through the method registry, while
-   the mask is held by :mod:`torch.nn.utils.prune` re-parametrisation (``w = w_orig ⊙ m``): no
-   optimiser, noise or dampening step can revive a pruned weight.
+   ``seed``, ``device``, ``progress`` and ``compile`` are passed down) through the method
+   registry, while the mask is held by :mod:`torch.nn.utils.prune` re-parametrisation
+   (``w = w_orig ⊙ m``): no optimiser, noise or dampening step can revive a pruned weight.
 
 3. **Keep the mask.** The mask is then made permanent: pruned weights are exact zeros in the
    returned (ordinary, checkpointable) model. ``result.info`` has the achieved ``sparsity``
@@ -156,7 +156,8 @@ class PruneConfig(UnlearnConfig):
         self.base_config()  # unknown base / bad base options → ValueError now
 
     def base_config(self) -> UnlearnConfig:
-        opts = {"seed": self.seed, "device": self.device, "progress": self.progress}
+        opts = {"seed": self.seed, "device": self.device, "progress": self.progress,
+                "compile": self.compile}
         opts.update(self.base_options)
         return make_config(self.base, **opts)
 
@@ -164,7 +165,7 @@ class PruneConfig(UnlearnConfig):
         return TrainConfig(epochs=max(1, self.epochs), batch_size=self.batch_size, lr=self.lr,
                            momentum=self.momentum, weight_decay=self.weight_decay,
                            seed=self.seed, device=self.device, eval_every=0,
-                           progress=self.progress)
+                           progress=self.progress, compile=self.compile)
 
 
 def _imp(model: nn.Module, split: ForgetSplit, config: PruneConfig) -> dict[str, Tensor]:

@@ -42,6 +42,7 @@ class RetrainConfig(UnlearnConfig):
             device=self.device,
             eval_every=0,
             progress=self.progress,
+            compile=self.compile,
         )
 
     def __post_init__(self) -> None:

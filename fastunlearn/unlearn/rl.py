@@ -96,7 +96,7 @@ def random_label_training(
     )
     runner = StepRunner(
         opt, config.lr, config.epochs * per_epoch, schedule=config.schedule, desc=name,
-        progress=config.progress,
+        progress=config.progress, compile=config.compile,
     )
     for _ in range(config.epochs):
         forget = relabelled(split.forget, random_wrong_labels(split.forget.labels, c, gen))

@@ -7,7 +7,8 @@ Gradient-based Weight Saliency", ICLR 2024).
 2. Unlearn with the base method on the masked weights only: random labels (``base="rl"``, the
    paper's SalUn) or guarded gradient ascent (``base="ga"``, with ``ga_lr``).
 
-Weights outside the mask are never changed (weight decay is masked too).
+Weights outside the mask are never changed (weight decay is masked too). ``compile`` applies
+to the base method's training steps, not to the saliency pass.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def saliency_unlearn(model: nn.Module, split: ForgetSplit, config: SalUnConfig) 
         return UnlearnResult(model, name, config, info=info)
     ga_cfg = GAConfig(
         lr=config.ga_lr, batch_size=config.batch_size, seed=config.seed, device=config.device,
-        progress=config.progress,
+        progress=config.progress, compile=config.compile,
     )
     res = ga(model, split, ga_cfg, masks=masks)
     info.update(res.info)

@@ -16,6 +16,9 @@ lr 5e-4). A max pass therefore ends as soon as a forget batch's ``KL_T`` exceeds
 ``max_forget_kl`` (None disables the cap); ``result.info["max_steps"]`` counts the max steps
 taken. SGD + momentum with a cosine schedule over all steps. SCRUB's "rewind" for sample
 forgetting (restoring an earlier checkpoint) is not implemented.
+
+With ``compile``, the forward of the min-step batches (``batch_size``) is compiled; max-steps
+run it too when ``forget_batch_size`` equals ``batch_size``, eagerly otherwise.
 """
 
 from __future__ import annotations
@@ -106,12 +109,18 @@ def scrub(model: nn.Module, split: ForgetSplit, config: SCRUBConfig) -> UnlearnR
     total += config.epochs * steps_per_epoch(n_ret, config.batch_size)
     opt = make_sgd(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     runner = StepRunner(
-        opt, config.lr, total, schedule=config.schedule, desc="scrub", progress=config.progress
+        opt, config.lr, total, schedule=config.schedule, desc="scrub", progress=config.progress,
+        compile=config.compile,
     )
     t = config.temperature
     finite, max_steps = True, 0
     cap = math.inf if config.max_forget_kl is None else config.max_forget_kl
     model.train()
+    if config.compile is not False:
+        # compile for the min-step (retain) batch shape — those steps run every epoch; max-step
+        # batches of another shape (forget_batch_size) then run eagerly, not compiled twice
+        x0, _ = next(split.retain.batches(min(config.batch_size, n_ret), device=device))
+        runner.net(model, x0)
     for epoch in range(config.epochs):
         if epoch < max_epochs:
             for x, _ in split.forget.batches(
@@ -119,7 +128,7 @@ def scrub(model: nn.Module, split: ForgetSplit, config: SCRUBConfig) -> UnlearnR
             ):
                 with torch.no_grad():
                     target = teacher(x)
-                kl = distill_kl(model(x), target, t)
+                kl = distill_kl(runner.net(model, x)(x), target, t)
                 if not kl.item() <= cap:
                     break
                 finite &= runner.step(-kl)
@@ -128,7 +137,7 @@ def scrub(model: nn.Module, split: ForgetSplit, config: SCRUBConfig) -> UnlearnR
         for x, y in retain.batches(config.batch_size, shuffle=True, generator=gen, device=device):
             with torch.no_grad():
                 target = teacher(x)
-            out = model(x)
+            out = runner.net(model, x)(x)
             loss = config.gamma * F.cross_entropy(out, y)
             loss = loss + config.alpha * distill_kl(out, target, t)
             finite &= runner.step(loss)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from fastunlearn.data.base import DataPart, ImageDataset
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.kernels.compile import check_compile_mode
 from fastunlearn.models import create_model
 from fastunlearn.models.ensemble import AGGREGATES, SISAEnsemble
 from fastunlearn.train import TrainConfig, train
@@ -73,13 +74,16 @@ def partition(n: int, shards: int, slices: int, seed: int) -> tuple[Tensor, Tens
 
 
 def _stage_config(recipe: dict[str, Any], seed: int, shard: int, slice_: int,
-                  device: str | None = None, progress: bool | None = None) -> TrainConfig:
+                  device: str | None = None, progress: bool | None = None,
+                  compile: bool | str | None = None) -> TrainConfig:
     kw = dict(recipe)
     kw.update(seed=_stage_seed(seed, shard, slice_), eval_every=0)
     if device is not None:
         kw["device"] = device
     if progress is not None:
         kw["progress"] = progress
+    if compile is not None:
+        kw["compile"] = compile
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in kw.items() if k in names})
 
@@ -87,6 +91,7 @@ def _stage_config(recipe: dict[str, Any], seed: int, shard: int, slice_: int,
 def _train_shard(
     ens: SISAEnsemble, data: ImageDataset, shard: int, from_slice: int, recipe: dict[str, Any],
     seed: int, device: str | None = None, progress: bool | None = None,
+    compile: bool | str | None = None,
 ) -> int:
     """Restore member ``shard`` to its checkpoint before ``from_slice`` and train the remaining
     stages, refreshing later checkpoints. Returns the sample passes spent."""
@@ -99,7 +104,7 @@ def _train_shard(
         idx = ens.shard_indices(shard, r)
         if len(idx) == 0:
             continue  # every sample of this shard so far was removed: nothing to learn yet
-        cfg = _stage_config(recipe, seed, shard, r, device, progress)
+        cfg = _stage_config(recipe, seed, shard, r, device, progress, compile)
         train(member, DataPart(data, "train", idx, f"shard{shard}-slice{r}"), cfg, eval_on={})
         passes += cfg.epochs * len(idx)
     return passes
@@ -168,7 +173,8 @@ def train_sisa(
 class SISAConfig(UnlearnConfig):
     """SISA unlearning. Re-training uses the ensemble's own recorded recipe (that is what
     makes it exact), so ``epochs``, ``lr`` and ``batch_size`` cannot be set here; ``device``,
-    ``progress`` apply."""
+    ``progress`` and ``compile`` apply (``compile`` replaces the recipe's: it changes the speed,
+    not the maths — compiled kernels may round differently from eager ones)."""
 
     method = "sisa"
     epochs: int | None = None  # type: ignore[assignment]
@@ -180,6 +186,7 @@ class SISAConfig(UnlearnConfig):
         if fixed:
             raise ValueError(f"sisa: {fixed[0]} cannot be set; shards are re-trained with the "
                              "ensemble's own training recipe (exact unlearning)")
+        check_compile_mode(self.compile, self.method)
 
 
 @register_method(SISAConfig)
@@ -210,7 +217,8 @@ def sisa(model: nn.Module, split: ForgetSplit, config: SISAConfig) -> UnlearnRes
     retrained = 0
     for s in sorted(first):
         retrained += _train_shard(model, split.data, s, first[s], recipe, seed,
-                                  device=device, progress=config.progress)
+                                  device=device, progress=config.progress,
+                                  compile=config.compile)
     model.eval()
     info = {
         "shards_retrained": len(first),

@@ -15,6 +15,7 @@ samples (0 = all).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ from fastunlearn.unlearn.fisher import mean_fisher
 
 __all__ = ["SSDConfig", "ssd", "ssd_dampening", "ssd_importances"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class SSDConfig(UnlearnConfig):
@@ -37,7 +40,8 @@ class SSDConfig(UnlearnConfig):
     on 100 classes; with 10 classes one class is 10 % of the data, so ``I_f ≤ 10 I_D`` always
     and α must stay below 10),
     ``I_D`` from 4,096 training samples, ``I_f`` from up to 4,096 forget samples. No training:
-    ``epochs`` and ``lr`` are not used."""
+    ``epochs`` and ``lr`` are not used, and ``compile`` has no effect (two Fisher passes, no
+    training steps to compile; an info line says so)."""
 
     method = "ssd"
     epochs: int = 0
@@ -82,6 +86,8 @@ def ssd_dampening(imp_forget: Tensor, imp_full: Tensor, alpha: float, lam: float
 def ssd(model: nn.Module, split: ForgetSplit, config: SSDConfig) -> UnlearnResult:
     """Selective synaptic dampening: shrink weights far more important to the forget set."""
     check_split(split, "ssd")
+    if config.compile is not False:
+        log.info("ssd: compile=%r has no effect (no training steps)", config.compile)
     seed_everything(config.seed)
     imp_f, imp_d = ssd_importances(model, split, config)
     selected, total = 0, 0

@@ -97,12 +97,13 @@ def two_stage(model: nn.Module, split: ForgetSplit, config: TwoStageConfig) -> U
             model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         runner = StepRunner(
-            opt, config.lr, config.stage1_steps, desc="two_stage 1", progress=config.progress
+            opt, config.lr, config.stage1_steps, desc="two_stage 1", progress=config.progress,
+            compile=config.compile,
         )
         for x, _ in cycle_batches(split.forget, config.batch_size, gen, device):
             if runner.steps >= config.stage1_steps:
                 break
-            runner.step(kl_to_uniform(model(x)))
+            runner.step(kl_to_uniform(runner.net(model, x)(x)))
         runner.close()
         info["stage1_steps"] = runner.steps
     if config.epochs:
@@ -112,7 +113,7 @@ def two_stage(model: nn.Module, split: ForgetSplit, config: TwoStageConfig) -> U
         total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
         runner = StepRunner(
             opt, config.lr, total, schedule=config.schedule, desc="two_stage 2",
-            progress=config.progress,
+            progress=config.progress, compile=config.compile,
         )
         retain = cycle_batches(split.retain, config.batch_size, gen, device)
         for _ in range(config.epochs):
@@ -121,9 +122,10 @@ def two_stage(model: nn.Module, split: ForgetSplit, config: TwoStageConfig) -> U
             ):
                 xr, yr = next(retain)
                 n = min(len(xf), len(xr))
-                out_r = model(xr[:n])
-                con = contrastive_push(model(xf[:n]), out_r, config.temperature)
-                runner.step(config.contrast_weight * con + F.cross_entropy(out_r, yr[:n]))
+                xr, yr, xf = xr[:n], yr[:n], xf[:n]
+                out_r = runner.net(model, xr)(xr)
+                con = contrastive_push(runner.net(model, xf)(xf), out_r, config.temperature)
+                runner.step(config.contrast_weight * con + F.cross_entropy(out_r, yr))
         runner.close()
         info["stage2_steps"] = runner.steps
     model.eval()

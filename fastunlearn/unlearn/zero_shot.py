@@ -31,6 +31,7 @@ split only names the classes. Class forgetting only.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ from fastunlearn.unlearn.fisher import classifier_layer
 
 __all__ = ["ZeroShotConfig", "class_impressions", "zero_shot"]
 
+log = logging.getLogger(__name__)
+
 _SPACES = ("features", "input")
 _FORGET_LOSSES = ("relabel", "margin", "neggrad")
 
@@ -58,7 +61,11 @@ class ZeroShotConfig(UnlearnConfig):
     """Zero-shot recipe (Fashion-MNIST / digits ``small_cnn``): 32 feature-space impressions
     per class (100 Adam steps, lr 0.1, up to 90 % confidence), then 30 passes of SGD (lr 0.5,
     momentum 0.9, batch 64, β = 0.9) with the "relabel" forget loss on the final layer. For
-    ``space="input"`` use ``lr=0.01``, ``epochs=5`` (whole network, ~100× the cost)."""
+    ``space="input"`` use ``lr=0.01``, ``epochs=5`` (whole network, ~100× the cost).
+
+    ``compile`` has no effect (an info line says so): the default trains one linear layer on
+    a few hundred feature vectors, and with ``space="input"`` most of the time goes into
+    synthesising the impressions (input gradients of the frozen model), not training steps."""
 
     method = "zero_shot"
     epochs: int = 30
@@ -172,6 +179,8 @@ def zero_shot(model: nn.Module, split: ForgetSplit, config: ZeroShotConfig) -> U
     if split.kind != "class":
         raise ValueError("zero_shot forgets whole classes only (it never sees the data); "
                          "use forget_classes(...)")
+    if config.compile is not False:
+        log.info("zero_shot: compile=%r has no effect (see ZeroShotConfig)", config.compile)
     device = resolve_device(config.device)
     gen = seed_everything(config.seed)
     imps, labels = class_impressions(model, split.data, config, device, gen)
