@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-all bench lint setup data clean
+.PHONY: demo examples test test-all bench lint setup data clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,22 @@ demo: setup data
 	else task="--dataset digits --forget class:3"; fi; \
 	$(VENV)/bin/fastunlearn study cost-quality $$task --pool runs/pool \
 		--out runs/studies/cost-quality --no-progress
+
+# Example reports of the other four studies (digits, small models; a few minutes on 2 CPU
+# cores), copied with their plots to docs/examples/ — what the README links.
+EX := --dataset digits --epochs 10 --pool runs/examples/pool --no-progress
+examples: setup
+	$(VENV)/bin/fastunlearn study forget-scaling $(EX) --methods ga rl ft neggrad_plus --seeds 2 \
+		--out runs/examples/forget-scaling
+	$(VENV)/bin/fastunlearn study cross-arch $(EX) --models small_cnn lenet5 resnet18 vit_tiny \
+		--methods ga rl ft --out runs/examples/cross-arch
+	$(VENV)/bin/fastunlearn study collateral $(EX) --methods ga rl ft \
+		--option 'classes=["3","5","8"]' --out runs/examples/collateral
+	$(VENV)/bin/fastunlearn study layer-sensitivity $(EX) --methods ga rl ft --forget class:3 \
+		--out runs/examples/layer-sensitivity
+	@for s in forget-scaling cross-arch collateral layer-sensitivity; do \
+		mkdir -p docs/examples/$$s && cp runs/examples/$$s/report.md runs/examples/$$s/*.png \
+		runs/examples/$$s/summary.csv docs/examples/$$s/; done
 
 test: setup data
 	$(PY) -m pytest -q
