@@ -62,6 +62,7 @@ test-all: setup data
 	$(PY) -m pytest -q -m ""
 
 bench: setup
+	$(PY) -m pip install -q -e '.[dev,bench]' || echo "bench: Opacus/BackPACK not installed; their rows are skipped"
 	$(PY) -m pytest benchmarks -q --benchmark-only
 
 lint: setup
