@@ -278,7 +278,9 @@ def header(study: Study, ctx: StudyContext) -> str:
         f"{cfg.epochs} epoch(s); {cfg.seeds} seed(s) (mean ± 95 % CI, Student t, when > 1); "
         f"executor `{cfg.executor}`; machine: {machine}. {c['runs']} runs ({c['ran']} run now, "
         f"{c['skipped']} reused from an earlier invocation; {c['pool_trained']} pool models "
-        f"trained now). Study wall time {ctx.wall_s:.0f} s. Every RTE ratio divides a method's "
+        f"trained now). Wall time of this invocation {ctx.wall_s:.0f} s; the runs themselves took "
+        f"{sum(r.get('wall_s') or 0 for r in ctx.results):.0f} s in all (unlearning and "
+        "evaluation, pool training excluded). Every RTE ratio divides a method's "
         "wall time by its gold retrain's training time (recorded when the pool model was "
         "trained, on the machine named in its checkpoint).\n\n"
     )

@@ -141,6 +141,13 @@ def _answer(methods: list[dict[str, Any]], front: list[int],
         + ", ".join(f"`{methods[i]['method']}` ({pts[i][1]:.2f} at {pts[i][0]:.3f}×)"
                     for i in front) + ".",
     ]
+    if len(front) == 1 and len(methods) > 1:
+        runner_up = methods[1]
+        parts.append(
+            f"It dominates every other method: the next closest, `{runner_up['method']}`, "
+            f"has Avg-Gap {runner_up['avg_gap_mean']:.2f} at "
+            f"{runner_up['rte_ratio_mean']:.3f}× the retrain time."
+        )
     if methods[cheapest]["method"] != best["method"]:
         parts.append(
             f"The cheapest front method, `{methods[cheapest]['method']}`, is "
