@@ -181,3 +181,32 @@ def test_bad_input_raises() -> None:
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="requires_grad"):
         fast_fisher_diagonal(model, x, torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("addcmul_from", [1, 10**9])
+@pytest.mark.parametrize("cache_elems", [50, fisher_fast.DEFAULT_CHUNK_ELEMS])
+def test_square_sum_paths_and_cache_chunks(zoo: _Zoo, monkeypatch: pytest.MonkeyPatch,
+                                           addcmul_from: int, cache_elems: int) -> None:
+    """Both ways of squaring per-sample gradients into the Fisher (per-sample ``addcmul_``,
+    ``mul_`` + ``sum``), with and without weights, in one-sample and whole-batch chunks."""
+    monkeypatch.setattr(fisher_fast, "ADDCMUL_MIN_ELEMS", addcmul_from)
+    monkeypatch.setattr(fisher_fast, "FISHER_CACHE_ELEMS", cache_elems)
+    x, y = torch.randn(4, 3, 7, 5), torch.randint(0, 5, (4,))
+    ref = torch_per_sample_grads_loop(zoo, x, y)
+    w = torch.rand(4)
+    for weights in (None, w):
+        ww = torch.ones(4) if weights is None else weights
+        want = {n: (g.pow(2) * ww.view(-1, *[1] * (g.dim() - 1))).sum(0) for n, g in ref.items()}
+        assert_close_dicts(fast_fisher_diagonal(zoo, x, y, weights=weights), want)
+
+
+def test_streamed_and_deferred_layers_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers squared inside the backward (as their output gradient arrives) give what the
+    same layers give when processed after the backward."""
+    model = create_model("resnet18", num_classes=5, in_chans=3, img_size=(8, 8))
+    _randomise_bn(model)
+    x, y = torch.randn(3, 3, 8, 8), torch.randint(0, 5, (3,))
+    streamed = fast_fisher_diagonal(model, x, y)
+    run = fisher_fast._run
+    monkeypatch.setattr(fisher_fast, "_run", lambda *a, **k: run(*a, **k, stream=False))
+    assert_close_dicts(streamed, fast_fisher_diagonal(model, x, y))
