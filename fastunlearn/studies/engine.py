@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -107,17 +106,10 @@ def forget_spec(run: Mapping[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ atomic io
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_json_default)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``obj`` as JSON via a temp file + fsync + rename (never a half-written file)."""
+    from fastunlearn.checkpoint import _atomic_write_bytes
+
+    _atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
 
 
 def _json_default(obj: Any) -> Any:
