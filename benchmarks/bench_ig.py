@@ -125,9 +125,8 @@ if pytest is not None:
 def main(argv: list[str]) -> None:
     import conftest as bench  # this folder is sys.path[0] when run as a script
 
-    repeats = int(argv[argv.index("--repeats") + 1]) if "--repeats" in argv else None
     steps = int(argv[argv.index("--steps") + 1]) if "--steps" in argv else STEPS
-    cases = [a for a in argv if a in CASES] or list(CASES)
+    cases, repeats = bench.script_args(argv, CASES, None)
     for case in cases:
         rows = run_case(bench, case, steps, repeats)
         path = bench.append_rows(rows)

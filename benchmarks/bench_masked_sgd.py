@@ -175,8 +175,7 @@ if pytest is not None:
 def main(argv: list[str]) -> None:
     import conftest as bench  # this folder is sys.path[0] when run as a script
 
-    repeats = int(argv[argv.index("--repeats") + 1]) if "--repeats" in argv else REPEATS
-    cases = [a for a in argv if a in CASES] or list(CASES)
+    cases, repeats = bench.script_args(argv, CASES, REPEATS)
     for case in cases:
         rows = run_case(bench, case, repeats)
         path = bench.append_rows(rows)

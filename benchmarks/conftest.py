@@ -189,6 +189,14 @@ def append_rows(rows: Sequence[Mapping[str, object]], path: Path | None = None) 
     return path
 
 
+def script_args(argv: Sequence[str], cases: Sequence[str],
+                default_repeats: int | None) -> tuple[list[str], int | None]:
+    """Script mode's ``[CASE…] [--repeats N]``: the cases named (default all) and the repeats."""
+    repeats = int(argv[list(argv).index("--repeats") + 1]) if "--repeats" in argv else \
+        default_repeats
+    return [a for a in argv if a in cases] or list(cases), repeats
+
+
 def format_rows(rows: Sequence[Mapping[str, object]]) -> str:
     """Plain-text table of rows (script mode)."""
     return "".join(f"{r['case']:20s} {r['provider']:26s} {float(str(r['seconds'])):9.3f}s  "
