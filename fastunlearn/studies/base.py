@@ -157,6 +157,11 @@ def parse_forget(text: str, classes: Sequence[str] | None = None) -> dict[str, A
     raise ValueError(f"bad forget spec {text!r}; use class:NAME[,NAME], random:10% or random:500")
 
 
+def default_forget(config: StudyConfig, data: Any) -> dict[str, Any]:
+    """The study's forget spec: ``config.forget``, or the dataset's first class."""
+    return parse_forget(config.forget or f"class:{data.classes[0]}", data.classes)
+
+
 # --------------------------------------------------------------------- registry
 @dataclass
 class Study:

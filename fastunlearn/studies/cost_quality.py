@@ -15,19 +15,15 @@ from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
     cell,
+    default_forget,
     figure,
     md_table,
-    parse_forget,
     register_study,
     relpath,
     savefig,
     summarise,
     task_runs,
 )
-
-
-def default_forget(config: StudyConfig, data: Any) -> dict[str, Any]:
-    return parse_forget(config.forget or f"class:{data.classes[0]}", data.classes)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

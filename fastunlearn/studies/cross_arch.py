@@ -28,8 +28,8 @@ from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
     cell,
+    default_forget,
     md_table,
-    parse_forget,
     register_study,
     relpath,
     savefig,
@@ -73,7 +73,7 @@ class CrossArch:
         models = model_list(config)
         # The report header names config.models; record the defaults when they were used.
         config.models = models
-        forget = parse_forget(config.forget or f"class:{data.classes[0]}", data.classes)
+        forget = default_forget(config, data)
         runs = []
         for m in models:
             runs += task_runs(config, dataset=config.dataset, model=m, forget=forget,

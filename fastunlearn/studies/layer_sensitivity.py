@@ -40,8 +40,8 @@ from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
     cell,
+    default_forget,
     md_table,
-    parse_forget,
     register_study,
     relpath,
     savefig,
@@ -140,7 +140,7 @@ class LayerSensitivity:
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
         from fastunlearn.models import create_model
 
-        forget = parse_forget(config.forget or f"class:{data.classes[0]}", data.classes)
+        forget = default_forget(config, data)
         params = block_params(config, data)
         opts = parse_options(config.options, params)
         net = create_model(config.model, data)
