@@ -121,7 +121,7 @@ def test_variants_restrict_trainable_weights(digits):
 
 
 # ----------------------------------------------------------------- end to end + resume
-def test_cost_quality_end_to_end_and_frozen_weights_stay(tmp_path):
+def test_cost_quality_end_to_end(tmp_path):
     res = fu.studies.run("cost-quality", out=str(tmp_path / "cq"), **TINY)
     assert res.counts == {"runs": 3, "skipped": 0, "ran": 3, "pool_trained": 2,
                           "pool_reused": 0}
