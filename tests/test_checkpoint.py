@@ -1,9 +1,21 @@
+import contextlib
+import errno
+import hashlib
 import json
+import logging
+import os
 
 import pytest
 import torch
 
-from fastunlearn.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from fastunlearn.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from fastunlearn.models import create_model
 
 
@@ -21,6 +33,46 @@ def saved(tmp_path, synthetic):
     return model, path
 
 
+def _header(path):
+    blob = path.read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8 : 8 + n]), blob[8 + n :]
+
+
+def _edit_header_meta(path, edit):
+    """Rewrite the metadata inside the weights file's header (tensor data unchanged), as a
+    hand-edited or crafted checkpoint would be."""
+    header, data = _header(path)
+    meta = json.loads(header["__metadata__"]["fastunlearn"])
+    edit(meta)
+    header["__metadata__"]["fastunlearn"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+
+
+def _make_format1(path, edit=None):
+    """Turn a checkpoint into the format-1 layout: metadata only in the sidecar, which holds
+    the whole file's SHA-256 (what fastunlearn wrote before the metadata moved into the header)."""
+    from safetensors.torch import load, save
+
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    blob = save(load(path.read_bytes()), metadata={"format": FORMAT})
+    path.write_bytes(blob)
+    meta.pop("tensors_sha256", None)
+    meta["format_version"] = 1
+    meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    if edit:
+        edit(meta)
+    side.write_text(json.dumps(meta))
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_roundtrip_identical_outputs_and_metadata(saved, synthetic):
     model, path = saved
     assert path.name == "m.safetensors" and path.with_suffix(".json").exists()
@@ -34,6 +86,10 @@ def test_roundtrip_identical_outputs_and_metadata(saved, synthetic):
     assert meta["forget"]["classes"] == ["class1"] and meta["seed"] == 3
     assert "torch" in meta["versions"]
     assert list(path.parent.glob("*.tmp")) == []
+    # the weights file alone carries the metadata; the sidecar repeats it for people
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side.pop("weights_sha256") == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert side == meta == read_metadata(path) == verify_checkpoint(path)
 
 
 def test_batchnorm_buffers_survive(tmp_path, synthetic):
@@ -46,21 +102,85 @@ def test_batchnorm_buffers_survive(tmp_path, synthetic):
         assert torch.equal(a, b), k
 
 
-def test_truncated_weights_are_detected(saved):
+@pytest.mark.parametrize("keep", [100, -10], ids=["header-cut", "data-cut"])
+def test_truncated_weights_are_detected(saved, keep):
     _, path = saved
-    path.write_bytes(path.read_bytes()[:100])
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(CheckpointError, match="damaged or replaced"):
+        load_checkpoint(path)
+
+
+def test_flipped_byte_is_detected(saved):
+    _, path = saved
+    blob = bytearray(path.read_bytes())
+    blob[-5] ^= 0xFF
+    path.write_bytes(bytes(blob))
     with pytest.raises(CheckpointError, match="damaged or replaced"):
         load_checkpoint(path)
 
 
 def test_garbage_weights_without_hash_are_detected(saved):
     _, path = saved
-    side = path.with_suffix(".json")
-    meta = json.loads(side.read_text())
-    del meta["weights_sha256"]
-    side.write_text(json.dumps(meta))
+    _make_format1(path, lambda m: m.pop("weights_sha256"))
     path.write_bytes(b"not a safetensors file at all")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(path)
+
+
+def test_format1_checkpoint_still_loads(saved):
+    model, path = saved
+    _make_format1(path)
+    ck = load_checkpoint(path)
+    assert _same_weights(model, ck.model) and ck.meta["seed"] == 3
+
+
+def test_missing_hash_is_an_error(saved):
+    """Issue 13 item 12: a sidecar without weights_sha256 used to skip the check silently."""
+    _, path = saved
+    _make_format1(path, lambda m: m.pop("weights_sha256"))
+    with pytest.raises(CheckpointError, match="no weights_sha256"):
+        load_checkpoint(path)
+
+
+def test_missing_hash_in_header_is_an_error(saved):
+    _, path = saved
+    _edit_header_meta(path, lambda m: m.pop("tensors_sha256"))
+    with pytest.raises(CheckpointError, match="no tensors_sha256"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("where", ["sidecar-format1", "header"])
+def test_metadata_sizes_are_checked_before_allocating(saved, monkeypatch, where):
+    """Issue 13 item 12: metadata asking for a huge head (num_classes 1e8 → 51 GB) must be
+    refused from the stored shapes, before a real model is built."""
+    import fastunlearn.models as models
+
+    _, path = saved
+
+    def huge(meta):
+        meta["model"]["num_classes"] = 100_000  # 51 MB here; 1e8 would be 51 GB
+
+    if where == "header":
+        _edit_header_meta(path, huge)
+    else:
+        _make_format1(path, huge)
+    built_on = []
+    real = models.model_from_spec
+
+    def spy(spec, **kw):
+        built_on.append(torch.empty(0).device.type)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(models, "model_from_spec", spy)
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_checkpoint(path)
+    assert built_on and set(built_on) == {"meta"}
+
+
+def test_model_field_that_is_not_a_spec_is_one_line(saved):
+    _, path = saved
+    _edit_header_meta(path, lambda m: m.update(model="small_cnn"))
+    with pytest.raises(CheckpointError, match="must be a model spec"):
         load_checkpoint(path)
 
 
@@ -68,35 +188,113 @@ def test_architecture_mismatch(saved, synthetic):
     _, path = saved
     with pytest.raises(CheckpointError, match="holds a 'small_cnn' model, not 'lenet5'"):
         load_checkpoint(path, expect_model="lenet5")
-    side = path.with_suffix(".json")
-    meta = json.loads(side.read_text())
-    meta["model"]["name"] = "lenet5"
-    del meta["weights_sha256"]
-    side.write_text(json.dumps(meta))
+    _edit_header_meta(path, lambda m: m["model"].update(name="lenet5"))
     with pytest.raises(CheckpointError, match="does not fit architecture 'lenet5'"):
         load_checkpoint(path)
 
 
 def test_shape_mismatch(saved):
     _, path = saved
-    side = path.with_suffix(".json")
-    meta = json.loads(side.read_text())
-    meta["model"]["num_classes"] = 7
-    side.write_text(json.dumps(meta))
+    _edit_header_meta(path, lambda m: m["model"].update(num_classes=7))
     with pytest.raises(CheckpointError, match="has shape"):
         load_checkpoint(path)
 
 
-def test_missing_and_corrupt_sidecar(saved, tmp_path):
+def test_missing_and_corrupt_sidecar_of_format1(saved, tmp_path):
     _, path = saved
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.safetensors")
+    _make_format1(path)
     path.with_suffix(".json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_metadata(path)
+    path.with_suffix(".json").write_bytes(b"\xff\xfe{")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         read_metadata(path)
     path.with_suffix(".json").unlink()
     with pytest.raises(CheckpointError, match="metadata not found"):
         load_checkpoint(path)
+
+
+def test_sidecar_missing_corrupt_or_stale_does_not_matter(saved, synthetic, caplog):
+    """The weights file is the checkpoint: its sidecar is for people only."""
+    model, path = saved
+    side = path.with_suffix(".json")
+    old_side = side.read_text()
+    side.unlink()
+    assert _same_weights(model, load_checkpoint(path).model)
+    side.write_text("{broken")
+    with caplog.at_level(logging.WARNING, logger="fastunlearn.checkpoint"):
+        assert _same_weights(model, load_checkpoint(path).model)
+    assert "unreadable sidecar" in caplog.text
+    other = create_model("small_cnn", synthetic)
+    save_checkpoint(path, other, dataset=synthetic, seed=9)
+    side.write_text(old_side)  # the previous save's sidecar beside the new weights
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fastunlearn.checkpoint"):
+        ck = load_checkpoint(path)
+    assert _same_weights(other, ck.model) and ck.meta["seed"] == 9
+    assert "stale sidecar" in caplog.text
+
+
+def _fail_on_call(monkeypatch, name, n):
+    """Make ``os.<name>`` raise ENOSPC on its n-th call from now (1-based)."""
+    real = getattr(os, name)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == n:
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, flaky)
+
+
+def test_failed_second_write_keeps_the_old_checkpoint(saved, synthetic, monkeypatch):
+    """Issue 13 item 1: the disk fills up while the second file (the sidecar) is written.
+    Before, the new weights were already renamed into place next to the old sidecar: the
+    SHA-256 mismatch made the checkpoint unloadable and the previous good one was gone."""
+    model, path = saved
+    _fail_on_call(monkeypatch, "fsync", 2)  # 1: the weights' temp file, 2: the sidecar's
+    with pytest.raises(OSError, match="injected"):
+        save_checkpoint(path, create_model("small_cnn", synthetic), dataset=synthetic, seed=4)
+    monkeypatch.undo()
+    ck = load_checkpoint(path)
+    assert _same_weights(model, ck.model) and ck.meta["seed"] == 3
+    assert read_metadata(path)["seed"] == 3
+    assert list(path.parent.glob(".*.tmp")) == []
+
+
+@pytest.mark.parametrize("failing_rename", [1, 2])
+def test_failed_rename_leaves_one_whole_checkpoint(saved, synthetic, monkeypatch,
+                                                   failing_rename):
+    """A crash at either rename leaves the old checkpoint or the new one, both loadable and
+    self-consistent (the second rename is the sidecar's: the new weights already stand)."""
+    model, path = saved
+    new = create_model("small_cnn", synthetic)
+    _fail_on_call(monkeypatch, "replace", failing_rename)
+    with contextlib.suppress(OSError):
+        save_checkpoint(path, new, dataset=synthetic, seed=4)
+    monkeypatch.undo()
+    ck = load_checkpoint(path)
+    want, seed = (model, 3) if failing_rename == 1 else (new, 4)
+    assert _same_weights(want, ck.model) and ck.meta["seed"] == seed
+    assert read_metadata(path)["seed"] == seed
+    assert list(path.parent.glob(".*.tmp")) == []
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_files_respect_the_umask(tmp_path, synthetic, umask, mode):
+    """Issue 13 item 3: mkstemp made every checkpoint 0600, unreadable to teammates."""
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "m", create_model("small_cnn", synthetic),
+                               dataset=synthetic)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+    assert path.with_suffix(".json").stat().st_mode & 0o777 == mode
 
 
 def test_model_without_spec_is_refused(tmp_path):
