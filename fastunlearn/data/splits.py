@@ -1,8 +1,14 @@
 """Forget sets: which training samples must be forgotten, and the views every method needs.
 
 A :class:`ForgetSplit` partitions the train set into ``forget`` and ``retain`` (disjoint, union =
-train) and the test set into ``test_forget`` / ``test_retain`` (for class forgetting: test samples
-of the forgotten classes vs the rest; for sample forgetting: empty / the whole test set).
+train) and the dataset's test set into a seeded validation hold-out ``val`` (default 10 %) and the
+evaluation ``test`` part (the rest). ``test`` is further split into ``test_forget`` /
+``test_retain`` (for class forgetting: test samples of the forgotten classes vs the rest; for
+sample forgetting: empty / the whole test part), and ``val`` likewise into ``val_forget`` /
+``val_retain``.
+
+Methods read ``forget``, ``retain`` and ``val`` only; ``test`` is for evaluation (a test
+instruments it and runs every registered method).
 """
 
 from __future__ import annotations
@@ -16,6 +22,21 @@ from torch import Tensor
 
 from fastunlearn.data.base import DataPart, ImageDataset
 
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def _hold_out(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Sorted ``(held_out, rest)`` positions of ``0..n-1``: ``round(fraction·n)`` (at least one
+    when ``fraction`` > 0) drawn with a local generator seeded by ``seed``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or \
+            not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}")
+    k = max(1, round(fraction * n)) if fraction > 0 and n > 1 else 0
+    if k >= n and n:
+        k = n - 1
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[:k].sort().values, perm[k:].sort().values
+
 
 @dataclass
 class ForgetSplit:
@@ -26,6 +47,8 @@ class ForgetSplit:
     forget_idx: Tensor
     spec: dict[str, Any]
     forget_class_ids: list[int] = field(default_factory=list)
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_seed: int = 0
 
     def __post_init__(self) -> None:
         self.forget_idx = torch.as_tensor(self.forget_idx, dtype=torch.long).sort().values
@@ -34,12 +57,16 @@ class ForgetSplit:
         mask[self.forget_idx] = True
         self._forget_mask = mask
         self.retain_idx = torch.nonzero(~mask).flatten()
+        n_test = len(self.data.test_labels)
+        self._val_idx, self._test_idx = _hold_out(n_test, self.val_fraction, self.val_seed)
         if self.forget_class_ids:
             tmask = torch.isin(self.data.test_labels, torch.tensor(self.forget_class_ids))
         else:
-            tmask = torch.zeros(len(self.data.test_labels), dtype=torch.bool)
-        self._test_forget_idx = torch.nonzero(tmask).flatten()
-        self._test_retain_idx = torch.nonzero(~tmask).flatten()
+            tmask = torch.zeros(n_test, dtype=torch.bool)
+        self._test_forget_idx = self._test_idx[tmask[self._test_idx]]
+        self._test_retain_idx = self._test_idx[~tmask[self._test_idx]]
+        self._val_forget_idx = self._val_idx[tmask[self._val_idx]]
+        self._val_retain_idx = self._val_idx[~tmask[self._val_idx]]
 
     @property
     def kind(self) -> str:
@@ -59,7 +86,31 @@ class ForgetSplit:
 
     @property
     def test(self) -> DataPart:
-        return DataPart(self.data, "test", torch.arange(len(self.data.test_labels)), "test")
+        """The evaluation part: the dataset's test set minus the validation hold-out. Methods
+        never read it."""
+        return DataPart(self.data, "test", self._test_idx, "test")
+
+    @property
+    def val(self) -> DataPart:
+        """The seeded validation hold-out (``val_fraction`` of the dataset's test set): what
+        methods read for targets, step searches and guards."""
+        return DataPart(self.data, "test", self._val_idx, "val")
+
+    @property
+    def val_forget(self) -> DataPart:
+        """Validation samples of the forgotten classes (empty for sample forgetting)."""
+        return DataPart(self.data, "test", self._val_forget_idx, "val_forget")
+
+    @property
+    def val_retain(self) -> DataPart:
+        """Validation samples of the retained classes (all of ``val`` for sample forgetting)."""
+        return DataPart(self.data, "test", self._val_retain_idx, "val_retain")
+
+    def with_val(self, fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> ForgetSplit:
+        """The same forget set with another validation hold-out (``fraction`` of the test set,
+        drawn with ``seed``; 0 = no validation part)."""
+        return ForgetSplit(self.data, self.forget_idx, dict(self.spec), list(self.forget_class_ids),
+                           val_fraction=fraction, val_seed=seed)
 
     @property
     def test_forget(self) -> DataPart:

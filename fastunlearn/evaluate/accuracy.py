@@ -34,10 +34,8 @@ def split_logits(
 
 
 def forget_mask_of_test(split: ForgetSplit) -> Tensor:
-    """Boolean mask over the test set: True for the test-forget samples."""
-    mask = torch.zeros(len(split.data.test_labels), dtype=torch.bool)
-    mask[split.test_forget.indices] = True
-    return mask
+    """Boolean mask over the positions of ``split.test``: True for the test-forget samples."""
+    return torch.isin(split.test.indices, split.test_forget.indices)
 
 
 def accuracy_metrics(

@@ -244,7 +244,7 @@ class ForgetGuard:
     probe falls below ``collapse_fraction`` × its starting value (call :meth:`restore` to go
     back to the last healthy weights), or ``"forget accuracy reached target …"`` once the
     forget probe is at or below ``target`` — ``"auto"``: 5 % for class forgetting, the
-    accuracy a test probe gets for sample forgetting; None: never.
+    accuracy a validation probe (``split.val_retain``) gets for sample forgetting; None: never.
     """
 
     def __init__(
@@ -266,7 +266,7 @@ class ForgetGuard:
         self.floor = collapse_fraction * self.retain_start
         if target == "auto":
             target = 5.0 if split.kind == "class" else accuracy(
-                model, split.test_retain.take(probe_size, seed=seed)
+                model, split.val_retain.take(probe_size, seed=seed)
             )
         self.target = target
         self.good_state = copy.deepcopy(model.state_dict())

@@ -16,7 +16,7 @@ accuracy 92 % → 20 % at lr 0.01, → 47 % at lr 1e-3, → 79 % at lr 1e-3 with
 Two additions make one recipe work for both kinds: each step also adds ``retain_weight ×``
 the cross-entropy of a retain batch (0 gives the paper's loss), and the run carries ``ga``'s
 guard — it stops once a forget probe reaches ``target_forget_acc`` ("auto": 5 % for class
-forgetting, a test probe's accuracy for sample forgetting: forgotten samples should look
+forgetting, a validation probe's accuracy for sample forgetting: forgotten samples should look
 unseen, not mislabelled) and restores the last healthy weights if the retain probe
 collapses. ``epsilon`` is in pixel units ([0, 1] images; 0.1 as in the reference),
 converted with the dataset's normalisation, and adversarial inputs stay in the valid pixel

@@ -9,7 +9,7 @@ healthy check — when either fails:
   unlearning (checked every ``check_every`` steps).
 
 It also stops early once accuracy on a forget probe reaches ``target_forget_acc``. The default
-``"auto"`` means 5 % for class forgetting, and for sample forgetting the accuracy a test probe
+``"auto"`` means 5 % for class forgetting, and for sample forgetting the accuracy a validation probe
 gets (forgotten samples should look like unseen ones, not like errors); ``None`` disables it.
 ``result.info`` reports ``stopped_early``, ``stop_reason`` and the steps taken.
 
@@ -110,7 +110,7 @@ def ga(
     target = config.target_forget_acc
     if target == "auto":
         target = 5.0 if split.kind == "class" else accuracy(
-            model, split.test_retain.take(config.probe_size, seed=config.seed)
+            model, split.val_retain.take(config.probe_size, seed=config.seed)
         )
     opt = make_sgd(
         model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay, masks=masks

@@ -18,7 +18,7 @@ damped empirical Fisher of ``num_samples`` retain samples:
 a number, or ``"auto"`` — try ``α_0 · 2^k`` (k = 0, 1, …, ``max_doublings``), ``α_0`` the scale
 whose step has norm ``start_step`` × ‖θ‖, and keep
 the first whose forget probe reaches ``target_forget_acc`` ("auto": 5 % for class forgetting,
-a test probe's accuracy for sample forgetting), then bisect ``refine_steps`` times between it
+a validation probe's accuracy for sample forgetting), then bisect ``refine_steps`` times between it
 and the previous scale for the smallest that still does; a scale that pushes the retain probe
 below ``collapse_fraction`` × its starting accuracy is never kept. Only the direction costs
 gradients; the search only runs forward passes on small probes.
@@ -175,7 +175,7 @@ def influence(model: nn.Module, split: ForgetSplit, config: InfluenceConfig) -> 
         target = config.target_forget_acc
         if target == "auto":
             target = 5.0 if split.kind == "class" else accuracy(
-                model, split.test_retain.take(config.probe_size, seed=config.seed))
+                model, split.val_retain.take(config.probe_size, seed=config.seed))
         floor = config.collapse_fraction * accuracy(model, retain_probe)
         alpha, reason = 0.0, "no alpha kept the retain probe healthy"
         a0 = config.start_step * float(start.norm()) / max(float(step.norm()), 1e-30)

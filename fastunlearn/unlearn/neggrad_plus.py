@@ -10,7 +10,7 @@ The ascent term is unbounded and its effect is knife-edged (measured: on digits 
 leaves the forget class untouched after 60 steps while β = 0.5 wrecks the model), so the run
 carries ``ga``'s guard: every ``check_every`` steps it measures fixed retain / forget probes,
 stops once the forget probe reaches ``target_forget_acc`` ("auto": 5 % for class forgetting,
-a test probe's accuracy for sample forgetting), and stops and restores the last healthy
+a validation probe's accuracy for sample forgetting), and stops and restores the last healthy
 weights when the retain probe falls below ``collapse_fraction`` of its start or the loss is
 not finite. ``result.info`` has ``stop_reason``. ``mask="salun"|"ig"`` restricts the updates
 to salient weights.

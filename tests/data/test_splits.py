@@ -10,7 +10,12 @@ def _check_invariants(split, data):
     assert not f & r
     assert f | r == set(range(len(data.train_labels)))
     tf, tr = set(split.test_forget.indices.tolist()), set(split.test_retain.indices.tolist())
-    assert not tf & tr and tf | tr == set(range(len(data.test_labels)))
+    vf, vr = set(split.val_forget.indices.tolist()), set(split.val_retain.indices.tolist())
+    v, t = set(split.val.indices.tolist()), set(split.test.indices.tolist())
+    # test = test_forget ∪ test_retain, val = val_forget ∪ val_retain, val ∪ test = test images
+    assert not tf & tr and tf | tr == t and not vf & vr and vf | vr == v
+    assert v and not v & t and v | t == set(range(len(data.test_labels)))
+    assert len(v) == round(0.1 * len(data.test_labels))
     assert len(split.full) == len(data.train_labels)
 
 
@@ -21,7 +26,8 @@ def test_class_split_by_name_and_index(digits):
     _check_invariants(a, digits)
     assert (a.forget.labels == 3).all() and (a.retain.labels != 3).all()
     assert (a.test_forget.labels == 3).all() and (a.test_retain.labels != 3).all()
-    assert len(a.test_forget) == int((digits.test_labels == 3).sum())
+    assert (a.val_forget.labels == 3).all() and (a.val_retain.labels != 3).all()
+    assert len(a.test_forget) + len(a.val_forget) == int((digits.test_labels == 3).sum())
 
 
 def test_several_classes(digits):
@@ -47,7 +53,9 @@ def test_random_split_invariants_and_seed(digits, kw):
     _check_invariants(a, digits)
     assert torch.equal(a.forget_idx, b.forget_idx)
     assert not torch.equal(a.forget_idx, c.forget_idx)
-    assert len(a.test_forget) == 0 and len(a.test_retain) == len(digits.test_labels)
+    assert len(a.test_forget) == 0 and len(a.test_retain) == len(a.test)
+    assert len(a.val_forget) == 0 and len(a.val_retain) == len(a.val)
+    assert len(a.test) + len(a.val) == len(digits.test_labels)
     expected = kw.get("count") or round(0.1 * len(digits.train_labels))
     assert len(a.forget) == expected
 
@@ -113,3 +121,16 @@ def test_augmentation_is_a_crop_and_flip_of_the_image():
         if flip[i]:
             ref = ref.flip(-1)
         assert torch.equal(y[i], ref)
+
+
+def test_validation_hold_out_is_seeded_and_configurable(digits):
+    a, b = forget_random(digits, count=50, seed=0), forget_random(digits, count=50, seed=1)
+    assert torch.equal(a.val.indices, b.val.indices)  # does not depend on the forget set
+    c = a.with_val(0.25, seed=3)
+    assert torch.equal(c.forget_idx, a.forget_idx)
+    assert len(c.val) == round(0.25 * len(digits.test_labels))
+    assert not torch.equal(c.with_val(0.25, seed=4).val.indices, c.val.indices)
+    none = a.with_val(0.0)
+    assert len(none.val) == 0 and len(none.test) == len(digits.test_labels)
+    with pytest.raises(ValueError, match="val_fraction"):
+        a.with_val(1.0)
