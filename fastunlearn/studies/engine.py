@@ -106,7 +106,8 @@ def forget_spec(run: Mapping[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------ atomic io
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON via a temp file + fsync + rename (never a half-written file)."""
+    """Write ``obj`` as JSON via a temp file + fsync + rename (never a half-written file),
+    readable as the umask allows (not the temp file's 0600)."""
     from fastunlearn.checkpoint import _atomic_write_bytes
 
     _atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
@@ -121,16 +122,38 @@ def _json_default(obj: Any) -> Any:
 
 
 def read_result(run_dir: Path, key: str) -> dict[str, Any] | None:
-    """The finished result in ``run_dir`` for ``key``, or None (missing, unreadable, other key)."""
+    """The finished result in ``run_dir`` for ``key``, or None — missing, unreadable (not UTF-8,
+    not JSON), malformed (not an object with ``key``, a ``run`` holding every key field and a
+    ``metrics`` object) or another run's: the run is then redone."""
     path = run_dir / RESULT_FILE
     if not path.exists():
         return None
     try:
-        res = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        res = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError included
         log.warning("ignoring unreadable %s (%s); the run will be redone", path, err)
         return None
-    return res if res.get("key") == key else None
+    problem = _result_problem(res)
+    if problem:
+        log.warning("ignoring malformed %s (%s); the run will be redone", path, problem)
+        return None
+    return res if res["key"] == key else None
+
+
+def _result_problem(res: Any) -> str | None:
+    if not isinstance(res, dict):
+        return f"a JSON {type(res).__name__}, not an object"
+    if not isinstance(res.get("key"), str):
+        return "no 'key'"
+    run = res.get("run")
+    if not isinstance(run, dict):
+        return "no 'run' object"
+    missing = [k for k in KEY_FIELDS if k not in run]
+    if missing:
+        return f"'run' lacks {missing[0]!r}"
+    if not isinstance(res.get("metrics"), dict):
+        return "no 'metrics' object"
+    return None
 
 
 # ---------------------------------------------------------------- per-process caches
@@ -177,14 +200,59 @@ def pool_path(pool: Path, key: str) -> Path:
 
 
 def pool_ready(pool: Path, key: str) -> bool:
-    p = pool_path(pool, key)
-    return p.with_suffix(".safetensors").exists() and p.with_suffix(".json").exists()
+    """Whether the pool holds a whole, unmodified model for ``key`` (header, size and hash
+    checked, once per file version and process); a damaged entry is logged and retrained."""
+    from fastunlearn.checkpoint import CheckpointError, verify_checkpoint
+
+    weights = pool_path(pool, key).with_suffix(".safetensors")
+    try:
+        st = weights.stat()
+    except OSError:
+        return False
+    version = (str(weights), st.st_ino, st.st_size, st.st_mtime_ns)
+    if version in _VERIFIED:
+        return True
+    try:
+        verify_checkpoint(weights)
+    except (CheckpointError, OSError) as err:
+        log.warning("pool model %s is unusable and will be retrained: %s", key, err)
+        return False
+    _VERIFIED.add(version)
+    return True
+
+
+_VERIFIED: set[tuple[str, int, int, int]] = set()  # pool files checked by this process
 
 
 def build_pool_model(job: Mapping[str, Any], pool_dir: str, device: str = "auto",
                      threads: int | None = None) -> dict[str, Any]:
     """Train one original (``job["role"] == "original"``) or gold retrain model into the pool,
-    unless it is already there. Returns ``{"key", "role", "trained", "train_s"}``."""
+    unless it is already there. Returns ``{"key", "role", "trained", "train_s"}``.
+
+    The key's lock file ``<pool>/<key>.lock`` is held from the check to the save, so studies
+    sharing a pool (processes, Ray workers, teammates on one file system) train each model once
+    and never interleave their writes: a second builder waits, then finds the model ready."""
+    from filelock import FileLock, Timeout
+
+    from fastunlearn.checkpoint import current_umask
+
+    pool = Path(pool_dir)
+    pool.mkdir(parents=True, exist_ok=True)
+    key = job["key"]
+    lock = FileLock(str(pool / f"{key}.lock"), mode=0o666 & ~current_umask())
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process building pool model %s", key)
+        lock.acquire()
+    try:
+        return _build_pool_model_locked(job, pool, device, threads)
+    finally:
+        lock.release()
+
+
+def _build_pool_model_locked(job: Mapping[str, Any], pool: Path, device: str,
+                             threads: int | None) -> dict[str, Any]:
     from fastunlearn._device import resolve_device
     from fastunlearn._timing import measure
     from fastunlearn.checkpoint import read_metadata, save_checkpoint
@@ -195,7 +263,6 @@ def build_pool_model(job: Mapping[str, Any], pool_dir: str, device: str = "auto"
     if threads:
         torch.set_num_threads(threads)
     _warm_up()
-    pool = Path(pool_dir)
     key, role, run = job["key"], job["role"], job["run"]
     path = pool_path(pool, key)
     if pool_ready(pool, key):
@@ -226,9 +293,13 @@ def build_pool_model(job: Mapping[str, Any], pool_dir: str, device: str = "auto"
 
 
 def _load_pool(pool: Path, key: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from fastunlearn.checkpoint import load_checkpoint
+    from fastunlearn.checkpoint import CheckpointError, load_checkpoint
 
-    ck = load_checkpoint(pool_path(pool, key).with_suffix(".safetensors"))
+    try:
+        ck = load_checkpoint(pool_path(pool, key).with_suffix(".safetensors"))
+    except CheckpointError as err:
+        raise CheckpointError(f"pool model {key} cannot be loaded ({err}); run the study again "
+                              "to retrain it") from err
     return ck.model, ck.meta
 
 
