@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from fastunlearn._device import model_device
+from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 
 # ----------------------------------------------------------------------------- confusion
@@ -211,16 +212,11 @@ def block_activations(
 ) -> dict[str, Tensor]:
     """Outputs of every :func:`probe_blocks` block, the classifier input (``pre_logits``) and
     the ``logits`` on ``part``, each flattened to ``[len(part), features]`` (float32, CPU)."""
-    was_training = model.training
-    model.eval()
     store: dict[str, list[Tensor]] = {}
     logits = []
-    try:
-        with _recording(model, probe_blocks(model), store, pre_logits=True):
-            for x in _eval_batches(model, part, batch_size):
-                logits.append(model(x).float().cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), _recording(model, probe_blocks(model), store, pre_logits=True):
+        for x in _eval_batches(model, part, batch_size):
+            logits.append(model(x).float().cpu())
     keep_pre = _head_is_output(store, logits)
     out = {k: torch.cat(v) for k, v in store.items() if k not in ("pre_logits", _HEAD_OUT)}
     if keep_pre:
@@ -243,15 +239,11 @@ def penultimate_features(model: nn.Module, part: DataPart, *, batch_size: int = 
     if not (callable(getattr(model, "forward_features", None))
             and callable(getattr(model, "forward_head", None))):
         return penultimate_by_hook(model, part, batch_size=batch_size)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         feats = [
             model.forward_head(model.forward_features(x), pre_logits=True).flatten(1).float().cpu()
             for x in _eval_batches(model, part, batch_size)
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(feats) if feats else torch.empty(0, 0)
 
 
@@ -259,16 +251,11 @@ def penultimate_features(model: nn.Module, part: DataPart, *, batch_size: int = 
 def penultimate_by_hook(model: nn.Module, part: DataPart, *, batch_size: int = 256) -> Tensor:
     """Input of the final ``nn.Linear`` on ``part``, recorded by a forward pre-hook (works for
     any model whose logits are that layer's output; ValueError otherwise, e.g. ensembles)."""
-    was_training = model.training
-    model.eval()
     store: dict[str, list[Tensor]] = {}
     logits: list[Tensor] = []
-    try:
-        with _recording(model, {}, store, pre_logits=True):
-            for x in _eval_batches(model, part, batch_size):
-                logits.append(model(x).float().cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), _recording(model, {}, store, pre_logits=True):
+        for x in _eval_batches(model, part, batch_size):
+            logits.append(model(x).float().cpu())
     if logits and not _head_is_output(store, logits):
         raise ValueError(f"{type(model).__name__}: the output is not the output of one final "
                          "linear layer, so it has no single penultimate feature")

@@ -51,6 +51,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fastunlearn._modes import preserve_modes
+
 log = logging.getLogger(__name__)
 
 #: Valid values of the ``compile`` option.
@@ -130,12 +132,16 @@ def _read_cache(path: Path) -> dict[str, dict[str, Any]]:
 
 def _write_entry(path: Path, key: str, decision: CompileDecision) -> None:
     """Add one entry to the cache file (read, update, atomic replace); failures only warn."""
+    from fastunlearn.checkpoint import current_umask
+
     entries = _read_cache(path)
     entries[key] = asdict(decision)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".compile-", suffix=".json")
         try:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; a new file gets what the umask says
+                os.fchmod(fd, 0o666 & ~current_umask())
             with os.fdopen(fd, "w") as fh:
                 json.dump({"format": _CACHE_FORMAT, "entries": entries}, fh, indent=1)
             os.replace(tmp, path)
@@ -261,10 +267,9 @@ def _preserved(model: nn.Module, device: torch.device) -> Iterator[None]:
     mode — the loops call ``model.train()`` first — so the loop's calls hit the same graph."""
     grads = [(p, p.grad) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    was_training = model.training
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with preserve_modes(model), torch.random.fork_rng(devices=devices):
             yield
     finally:
         with torch.no_grad():
@@ -272,7 +277,6 @@ def _preserved(model: nn.Module, device: torch.device) -> Iterator[None]:
                 b.copy_(saved)
         for p, g in grads:
             p.grad = g
-        model.train(was_training)
 
 
 # ------------------------------------------------------------------------- compiling ----------

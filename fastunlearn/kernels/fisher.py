@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from fastunlearn._modes import eval_mode
+
 __all__ = [
     "LABEL_MODES",
     "fisher_diagonal",
@@ -63,18 +65,6 @@ def _trainable(model: nn.Module) -> dict[str, Tensor]:
     if not params:
         raise ValueError("model has no parameters with requires_grad=True")
     return params
-
-
-class _eval_mode:  # noqa: N801 - context manager
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
 
 
 def _check_xy(x: Tensor, y: Tensor | None, labels: str) -> None:
@@ -117,7 +107,7 @@ def per_sample_grads(
         out = functional_call(model, (p, frozen, buffers), (xi.unsqueeze(0),))
         return loss_fn(out, yi.unsqueeze(0))
 
-    with _eval_mode(model):
+    with eval_mode(model):
         try:
             return vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
         except RuntimeError as err:
@@ -141,7 +131,7 @@ def torch_per_sample_grads_loop(
     params = _trainable(model)
     out = {n: torch.empty((x.shape[0], *p.shape), dtype=p.dtype, device=p.device)
            for n, p in params.items()}
-    with _eval_mode(model):
+    with eval_mode(model):
         for i in range(x.shape[0]):
             grads = torch.autograd.grad(loss_fn(model(x[i : i + 1]), y[i : i + 1]),
                                         list(params.values()), allow_unused=True)
@@ -187,7 +177,7 @@ def _fisher_batch(
 ) -> dict[str, Tensor]:
     """``Σ_i g_i²`` of one batch; ``squares_fn`` gives the (weighted) square sums."""
     if labels == "expected":
-        with torch.no_grad(), _eval_mode(model):
+        with torch.no_grad(), eval_mode(model):
             probs = F.softmax(model(x).float(), dim=1)
         total: dict[str, Tensor] = {}
         for c in range(probs.shape[1]):
@@ -196,7 +186,7 @@ def _fisher_batch(
                 total[n] = total[n] + term if n in total else term
         return total
     if labels == "model":
-        with _eval_mode(model):
+        with eval_mode(model):
             y = _model_labels(model, x, generator)
     assert y is not None
     return squares_fn(model, x, y, loss)

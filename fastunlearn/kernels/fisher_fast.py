@@ -73,6 +73,8 @@ from torch.func import functional_call, grad, vjp, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
+from fastunlearn._modes import eval_mode
+
 __all__ = [
     "DEFAULT_CHUNK_ELEMS",
     "fast_fisher_diagonal",
@@ -637,9 +639,7 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn, chunk_elems
     by_module, rest = _ownership(model)
     if not by_module and not rest:
         raise ValueError("model has no parameters with requires_grad=True")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         b = x.shape[0]
         stand_in = {n: p.detach().expand(b, *p.shape[1:]).clone().requires_grad_(True)
                     for n, p in _broadcast_params(model, rest).items()}
@@ -699,8 +699,6 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn, chunk_elems
                                                chunk_elems):
                 for n, g in gs.items():
                     consume(n, s, e, g)
-    finally:
-        model.train(was_training)
 
 
 def fast_fisher_diagonal(

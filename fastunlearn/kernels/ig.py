@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastunlearn._modes import eval_mode
+
 __all__ = ["IG_METHODS", "integrated_gradients", "quadrature"]
 
 IG_METHODS = ("riemann", "gausslegendre")
@@ -97,26 +99,24 @@ def integrated_gradients(
     acc = {n: torch.zeros_like(p) for n, p in params.items()}
     names, plist = list(params), list(params.values())
     count = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            for x, y in _batches(batch_or_loader):
-                count += x.shape[0]
-                for a, w in zip(alphas, weights):
-                    with torch.no_grad():
-                        for n, p in params.items():  # θ_α = θ₀ + α (θ − θ₀), in place
-                            torch.lerp(base[n], theta[n], a, out=p.data)
-                    loss = F.cross_entropy(model(x), y, reduction="sum")
-                    grads = torch.autograd.grad(loss, plist, allow_unused=True)
-                    for n, g in zip(names, grads):
-                        if g is not None:
-                            acc[n].add_(g, alpha=w)
-    finally:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(theta[n])
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            with torch.enable_grad():
+                for x, y in _batches(batch_or_loader):
+                    count += x.shape[0]
+                    for a, w in zip(alphas, weights):
+                        with torch.no_grad():
+                            for n, p in params.items():  # θ_α = θ₀ + α (θ − θ₀), in place
+                                torch.lerp(base[n], theta[n], a, out=p.data)
+                        loss = F.cross_entropy(model(x), y, reduction="sum")
+                        grads = torch.autograd.grad(loss, plist, allow_unused=True)
+                        for n, g in zip(names, grads):
+                            if g is not None:
+                                acc[n].add_(g, alpha=w)
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(theta[n])
     if count == 0:
         raise ValueError("integrated_gradients got no samples")
     scale = 1.0 / count if reduction == "mean" else 1.0
