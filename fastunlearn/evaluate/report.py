@@ -1,9 +1,9 @@
 """``fastunlearn report RUN_DIR``: judge every checkpoint of a run, write ``report.md`` (tables
 and PNG figures) and ``metrics.json``.
 
-A RUN_DIR is a directory holding fastunlearn checkpoints (``NAME.safetensors`` + ``NAME.json``
-sidecar, as written by ``fastunlearn demo``, ``train`` and ``unlearn``) of one dataset. Each
-checkpoint gets a role:
+A RUN_DIR is a directory holding fastunlearn checkpoints (``NAME.safetensors``, which carries
+its metadata; the ``NAME.json`` sidecar beside it is for people) of one dataset, as written by
+``fastunlearn demo``, ``train`` and ``unlearn``. Each checkpoint gets a role:
 
 - **original** — sidecar ``"role": "original"``, else the file named ``original``/``orig``,
   else a checkpoint without a forget set and without an ``unlearn_config``;
@@ -12,7 +12,11 @@ checkpoint gets a role:
 - **unlearned** — every other checkpoint.
 
 At most one original and one retrain are allowed. The forget set comes from the sidecars of
-the unlearned (or retrain) checkpoints, which must agree. Runtime (``rte_s``,
+the unlearned (or retrain) checkpoints, which must agree.
+
+Names from files and metadata (models, methods, dataset, classes) are escaped in report.md
+(``|`` cannot split a table cell, ``<``/``&`` are not HTML) and image links are
+percent-encoded, so any file name renders as itself. Runtime (``rte_s``,
 ``peak_mem_mb``) comes from each sidecar's ``metrics`` (``fastunlearn unlearn`` writes it) or,
 failing that, from ``results.json`` rows ``{"model": NAME, "time_s": …}`` (``fastunlearn demo``).
 """
@@ -20,6 +24,7 @@ failing that, from ``results.json`` rows ``{"model": NAME, "time_s": …}`` (``f
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import json
 import logging
 import math
@@ -29,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -89,22 +95,21 @@ def _role(name: str, meta: dict[str, Any]) -> str:
 def discover_run(run_dir: str | Path) -> list[RunEntry]:
     """The checkpoints of ``run_dir`` with their roles (ValueError when there are none, or
     more than one original or retrain)."""
-    from fastunlearn.checkpoint import read_metadata
+    from fastunlearn.checkpoint import CheckpointError, read_metadata
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory not found: {run_dir}")
     entries = []
     for weights in sorted(run_dir.glob("*.safetensors")):
-        if not weights.with_suffix(".json").exists():
-            log.warning("skipping %s: no .json sidecar beside it", weights.name)
+        try:
+            meta = read_metadata(weights)
+        except CheckpointError as err:  # another tool's weights, or format 1 without sidecar
+            log.warning("skipping %s: %s", weights.name, err)
             continue
-        meta = read_metadata(weights)
         entries.append(RunEntry(weights.stem, weights, _role(weights.stem, meta), meta))
     if not entries:
-        raise ValueError(
-            f"{run_dir} holds no fastunlearn checkpoints (NAME.safetensors + NAME.json)"
-        )
+        raise ValueError(f"{run_dir} holds no fastunlearn checkpoints (NAME.safetensors)")
     for role in ("original", "retrain"):
         names = [e.name for e in entries if e.role == role]
         if len(names) > 1:
@@ -157,10 +162,26 @@ def _f(v: Any, nd: int = 2) -> str:
     return str(v)
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*[]|"})
+
+
+def _md(text: Any) -> str:
+    """``text`` as literal Markdown: one line, ``<>&`` as HTML entities, and the characters
+    that would end a table cell or start markup (``| ` * [ ] \\``) backslash-escaped."""
+    one_line = " ".join(str(text).splitlines())
+    return html.escape(one_line, quote=False).translate(_MD_SPECIAL)
+
+
+def _image(caption: str, fname: str) -> str:
+    """A Markdown image whose target is percent-encoded (spaces, parentheses, ``#`` …)."""
+    return f"![{_md(caption)}]({quote(fname)})"
+
+
 def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    """A Markdown table; every cell is escaped (numbers pass through unchanged)."""
     align = align or ["---"] + ["---:"] * (len(header) - 1)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(_md, header)) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(map(_md, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -327,14 +348,14 @@ def write_report(
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
 
     lines = [
-        f"# Unlearning report: {run_dir.name}",
+        f"# Unlearning report: {_md(run_dir.name)}",
         "",
-        f"- Dataset: **{dataset_name}** ({len(split.data.train_labels)} train / "
+        f"- Dataset: **{_md(dataset_name)}** ({len(split.data.train_labels)} train / "
         f"{len(split.data.test_labels)} test images, {data.num_classes} classes)",
-        f"- Forget set: **{forget_desc}**",
-        "- Models: " + ", ".join(f"`{e.path.name}` ({e.role}, {e.arch}"
-                                 + (f", method {e.method}" if e.role == "unlearned" else "") + ")"
-                                 for e in entries),
+        f"- Forget set: **{_md(forget_desc)}**",
+        "- Models: " + ", ".join(_md(f"{e.path.name} ({e.role}, {e.arch}"
+                                     + (f", method {e.method}" if e.role == "unlearned" else "")
+                                     + ")") for e in entries),
         f"- Evaluation: {eval_s:.1f} s, figures {total_s - eval_s:.1f} s on {machine}; "
         f"MIA on ≤ {cfg.max_samples} samples per set (seed {cfg.seed}), CKA probes of "
         f"{cfg.cka_probe} forget and retain images",
@@ -345,9 +366,9 @@ def write_report(
     if figures:
         lines.append("## Figures\n")
         for heading, imgs in figures:
-            lines.append(f"### {heading}\n")
+            lines.append(f"### {_md(heading)}\n")
             for caption, fname in imgs:
-                lines.append(f"![{caption}]({fname})\n")
+                lines.append(_image(caption, fname) + "\n")
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     return report
