@@ -229,26 +229,37 @@ def build_pool_model(job: Mapping[str, Any], pool_dir: str, device: str = "auto"
     """Train one original (``job["role"] == "original"``) or gold retrain model into the pool,
     unless it is already there. Returns ``{"key", "role", "trained", "train_s"}``.
 
-    The key's lock file ``<pool>/<key>.lock`` is held from the check to the save, so studies
-    sharing a pool (processes, Ray workers, teammates on one file system) train each model once
-    and never interleave their writes: a second builder waits, then finds the model ready."""
-    from filelock import FileLock, Timeout
-
-    from fastunlearn.checkpoint import current_umask
-
+    The key's :class:`pool_lock` is held from the check to the save, so studies sharing a pool
+    (processes, Ray workers, teammates on one file system) train each model once and never
+    interleave their writes: a second builder waits, then finds the model ready."""
     pool = Path(pool_dir)
-    pool.mkdir(parents=True, exist_ok=True)
-    key = job["key"]
-    lock = FileLock(str(pool / f"{key}.lock"), mode=0o666 & ~current_umask())
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("waiting for another process building pool model %s", key)
-        lock.acquire()
-    try:
+    with pool_lock(pool, job["key"]):
         return _build_pool_model_locked(job, pool, device, threads)
-    finally:
-        lock.release()
+
+
+class pool_lock:  # noqa: N801 - context manager
+    """Hold ``<pool>/<key>.lock`` (an OS file lock, released if the process dies) for the
+    block. Whoever fills a pool entry checks :func:`pool_ready` and writes inside it."""
+
+    def __init__(self, pool: Path, key: str) -> None:
+        self.path = Path(pool) / f"{key}.lock"
+        self.key = key
+
+    def __enter__(self) -> None:
+        from filelock import FileLock, Timeout
+
+        from fastunlearn.checkpoint import current_umask
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(self.path), mode=0o666 & ~current_umask())
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process building pool model %s", self.key)
+            self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 def _build_pool_model_locked(job: Mapping[str, Any], pool: Path, device: str,
