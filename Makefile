@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo examples test test-all bench lint setup data clean
+.PHONY: demo examples test test-all bench gpu-check lint setup data clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,13 @@ test-all: setup data
 bench: setup
 	$(PY) -m pip install -q -e '.[dev,bench]' || echo "bench: Opacus/BackPACK not installed; their rows are skipped"
 	$(PY) -m pytest benchmarks -q --benchmark-only
+
+# On a lent GPU machine: venv + package, every gpu-marked test, the kernel/compile/batched
+# benchmarks on CUDA → benchmarks/results/<gpu-name>.csv, and a check that no ratio rose more
+# than 10 % over the last committed row (under 8 min on an H100 once the venv exists).
+# `python3 benchmarks/gpu_check.py --dry-run` lists the steps without running them.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check fastunlearn tests benchmarks
