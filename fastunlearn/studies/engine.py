@@ -238,11 +238,12 @@ def build_pool_model(job: Mapping[str, Any], pool_dir: str, device: str = "auto"
 
 
 class pool_lock:  # noqa: N801 - context manager
-    """Hold ``<pool>/<key>.lock`` (an OS file lock, released if the process dies) for the
-    block. Whoever fills a pool entry checks :func:`pool_ready` and writes inside it."""
+    """Hold ``<pool>/<key>/.lock`` (an OS file lock, released if the process dies) for the
+    block. Whoever fills a pool entry checks :func:`pool_ready` and writes inside it. The lock
+    sits in the entry's own directory so that a pool lists nothing but its entries."""
 
     def __init__(self, pool: Path, key: str) -> None:
-        self.path = Path(pool) / f"{key}.lock"
+        self.path = pool_path(Path(pool), key).parent / ".lock"
         self.key = key
 
     def __enter__(self) -> None:
