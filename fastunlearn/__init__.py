@@ -37,6 +37,8 @@ _LAZY = {
     "GAConfig": "fastunlearn.unlearn",
     "evaluate": "fastunlearn.evaluate",
     "train_sisa": "fastunlearn.unlearn.sisa",
+    "audit": "fastunlearn.studies.audit",
+    "AuditConfig": "fastunlearn.studies.audit",
 }
 
 # Subpackages reachable as attributes (``fu.studies.run(...)``), imported on first use.

@@ -124,6 +124,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cka", action="store_true", help="skip the per-layer CKA drift")
     s.add_argument("--no-progress", action="store_true")
 
+    a = sub.add_parser("audit", help="per-example forgetting audit of methods (shadow pool)")
+    a.add_argument("--method", nargs="+", required=True, metavar="METHOD",
+                   help="methods to audit (the do-nothing original and the retrain ceiling "
+                        "are always added; 'retrain' alone is the ceiling check)")
+    a.add_argument("--dataset", default="fashion-mnist-10k",
+                   help="default: the memorizing 10k Fashion-MNIST subset")
+    a.add_argument("--model", default="small_cnn")
+    a.add_argument("--forget", default="random:10%",
+                   help="random:10%% (default), random:500 or class:NAME")
+    a.add_argument("--epochs", type=int, default=30, help="epochs of each shadow model")
+    a.add_argument("--lr", type=float, default=0.05, help="learning rate of the shadow models")
+    a.add_argument("--batch-size", type=int, default=128)
+    a.add_argument("--shadows", type=int, default=16, help="N shadow models (even, ≥ 8)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--set", nargs="+", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method options, e.g. --set ft.epochs=3")
+    a.add_argument("--probe-shadows", type=int, default=2,
+                   help="shadows that also get the linear probe and relearn time")
+    a.add_argument("--out", help="audit directory (default runs/audit/DATASET-FORGET)")
+    a.add_argument("--pool", help="shadow model pool (default: pool beside --out)")
+    a.add_argument("--executor", choices=["local", "process", "ray"], default="local")
+    a.add_argument("--workers", type=int, default=1)
+    a.add_argument("--device", default="auto")
+    a.add_argument("--threads", type=int, help="torch threads per run")
+    a.add_argument("--no-progress", action="store_true")
+
     d = sub.add_parser("demo", help="original + gold + ft + ga on Fashion-MNIST, one table")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--dataset", default="fashion-mnist")
@@ -499,8 +525,35 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from fastunlearn.studies.audit import AuditConfig, audit
+    from fastunlearn.studies.audit_report import audit_table
+
+    method_options: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_set(args.set).items():
+        method, dot, option = key.partition(".")
+        if not dot or not option:
+            raise UsageError(f"--set expects METHOD.KEY=VALUE, got {key!r}")
+        method_options.setdefault(method, {})[option] = value
+    config = AuditConfig(
+        methods=tuple(args.method), dataset=args.dataset, model=args.model, forget=args.forget,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, shadows=args.shadows,
+        seed=args.seed, method_options=method_options, probe_shadows=args.probe_shadows,
+        out=args.out, pool=args.pool, executor=args.executor, workers=args.workers,
+        device=args.device, threads=args.threads, progress=not args.no_progress,
+    )
+    result = audit(config)
+    c = result.counts
+    print(audit_table(result.rows))
+    print(f"audit: {c['runs']} runs ({c['ran']} ran, {c['skipped']} already done), "
+          f"{c['pool_trained']} shadow models trained, {result.wall_s:.0f} s")
+    print(f"written {result.report}, {result.out / 'audit.json'}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate,
-            "report": cmd_report, "list": cmd_list, "demo": cmd_demo, "study": cmd_study}
+            "report": cmd_report, "list": cmd_list, "demo": cmd_demo, "study": cmd_study,
+            "audit": cmd_audit}
 
 
 def main(argv: list[str] | None = None) -> int:
