@@ -39,6 +39,9 @@ import torch
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "process", "ray")
+# ``method == DO_NOTHING`` evaluates the original model itself (cost 0): the baseline every
+# method must beat (issue 12 §5).
+DO_NOTHING = "original"
 RESULT_FILE = "result.json"
 # Run fields that define what is computed (the key); "tags" only label the run for reports.
 KEY_FIELDS = ("dataset", "model", "forget", "train", "method", "config", "seed", "variant")
@@ -440,6 +443,8 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
         info: dict[str, Any] = {}
         if run["method"] == "retrain":
             model, cost = gold, dict(gold_cost)
+        elif run["method"] == DO_NOTHING:  # the unchanged original: the row to beat, cost 0
+            model, cost = original, {"rte_s": 0.0, "peak_mem_mb": 0.0}
         else:
             start = copy.deepcopy(original)
             apply_variant(start, run["variant"])
