@@ -1,8 +1,20 @@
 """``cost-quality``: every method on one forget task — Avg-Gap to retrain against cost (RTE
 ratio), the Pareto front, and a table sorted by Avg-Gap.
 
-Options: none beyond :class:`~fastunlearn.studies.base.StudyConfig` (``forget`` picks the task,
-``methods`` the methods; default: the fast ones).
+Every table has a do-nothing row (the unchanged original, cost 0); methods whose quality is
+not better than it are marked ✗.
+
+Options (``config.options`` / ``--option KEY=VALUE``) beyond
+:class:`~fastunlearn.studies.base.StudyConfig` (``forget`` picks the task, ``methods`` the
+methods; default: the fast ones):
+
+* ``shadows`` (0): with N > 0, also run the per-example audit (:mod:`fastunlearn.studies.audit`)
+  of every method with N shadow models (same dataset, model, forget spec, epochs and method
+  options; its pool beside the study's) and add the challenge forget score, U-LiRA AUC and
+  linear-probe recovery as columns;
+* ``quality`` (``avg_gap``): the Pareto plot's quality axis — ``avg_gap``, ``forget_score``
+  (plotted as 1 − score), ``ulira`` (|AUC − 0.5|) or ``probe`` (|probe − retrain's probe|); the
+  audit axes need ``shadows``.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from fastunlearn.studies import engine
 from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
@@ -24,6 +37,47 @@ from fastunlearn.studies.base import (
     summarise,
     task_runs,
 )
+
+OPTIONS = ("shadows", "quality")
+# quality axis → (column of the summary row, label, value to minimise)
+QUALITY = {
+    "avg_gap": ("avg_gap_mean", "Avg-Gap to retrain (points, lower is better)"),
+    "forget_score": ("forget_score", "1 − forget score (NeurIPS-2023; lower is better)"),
+    "ulira": ("ulira_auc", "|U-LiRA AUC − 0.5| (lower is better)"),
+    "probe": ("probe_forget_acc", "|probe recovery − retrain's| (points, lower is better)"),
+}
+
+
+def study_options(config: StudyConfig) -> tuple[int, str]:
+    """``(shadows, quality)`` from ``config.options``; one-line ValueError for bad values."""
+    unknown = sorted(set(config.options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown cost-quality option {unknown[0]!r}; options: "
+                         f"{', '.join(OPTIONS)}")
+    shadows = config.options.get("shadows", 0)
+    if isinstance(shadows, bool) or not isinstance(shadows, int) or shadows < 0 or (
+            shadows and (shadows < 8 or shadows % 2)):
+        raise ValueError(f"shadows must be 0 (no audit) or an even number ≥ 8, got {shadows!r}")
+    quality = str(config.options.get("quality", "avg_gap"))
+    if quality not in QUALITY:
+        raise ValueError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
+    if quality != "avg_gap" and not shadows:
+        raise ValueError(f"quality={quality} needs the audit: add --option shadows=16")
+    return shadows, quality
+
+
+def _quality(r: dict[str, Any], quality: str, gold: dict[str, Any] | None) -> float:
+    v = r.get(QUALITY[quality][0], math.nan)
+    if not isinstance(v, (int, float)) or not math.isfinite(v):
+        return math.nan
+    if quality == "forget_score":
+        return 1.0 - v
+    if quality == "ulira":
+        return abs(v - 0.5)
+    if quality == "probe":
+        ref = (gold or {}).get("probe_forget_acc", math.nan)
+        return abs(v - ref) if math.isfinite(ref) else math.nan
+    return v
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -49,17 +103,36 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 class CostQuality:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
+        study_options(config)
         forget = default_forget(config, data)
-        return task_runs(config, dataset=config.dataset, model=config.model, forget=forget,
+        runs = task_runs(config, dataset=config.dataset, model=config.model, forget=forget,
                          methods=config.method_list())
+        for seed in range(config.seeds):  # the do-nothing row
+            runs.append(engine.make_run(dataset=config.dataset, model=config.model,
+                                        forget=forget, method=engine.DO_NOTHING,
+                                        train=config.train_config(), seed=seed))
+        return runs
 
     @staticmethod
     def report(ctx: StudyContext) -> str:
+        shadows, quality = study_options(ctx.config)
         summary = summarise(ctx, ["method"])
-        methods = [r for r in summary if r["method"] != "retrain"]
-        methods.sort(key=lambda r: (not math.isfinite(r["avg_gap_mean"]), r["avg_gap_mean"]))
-        pts = [(r["rte_ratio_mean"], r["avg_gap_mean"]) for r in methods]
+        audit_rows = _audit(ctx, shadows) if shadows else {}
+        for r in summary:
+            r.update({k: v for k, v in audit_rows.get(r["method"], {}).items()
+                      if k != "method"})
+        gold_row = next((r for r in summary if r["method"] == "retrain"), None)
+        nothing = next((r for r in summary if r["method"] == engine.DO_NOTHING), None)
+        methods = [r for r in summary if r["method"] not in ("retrain", engine.DO_NOTHING)]
+        for r in methods:
+            r["_q"] = _quality(r, quality, gold_row)
+        methods.sort(key=lambda r: (not math.isfinite(r["_q"]), r["_q"]))
+        pts = [(r["rte_ratio_mean"], r["_q"]) for r in methods]
         front = pareto_front(pts)
+        q_nothing = _quality(nothing, quality, gold_row) if nothing else math.nan
+        for r in methods:
+            r["_beats"] = (math.isfinite(r["_q"]) and math.isfinite(q_nothing)
+                           and r["_q"] < q_nothing)
         on_front = {methods[i]["method"] for i in front}
 
         fig, ax = figure()
@@ -78,32 +151,83 @@ class CostQuality:
             ax.legend(loc="upper right", fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("RTE ratio (method wall time / retrain time, log)")
-        ax.set_ylabel("Avg-Gap to retrain (points, lower is better)")
+        if math.isfinite(q_nothing):
+            ax.axhline(q_nothing, color="0.4", ls=":", lw=1,
+                       label="do nothing (original, cost 0)")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_ylabel(QUALITY[quality][1])
         forget = ctx.results[0]["run"]["forget"] if ctx.results else {}
         ax.set_title(f"{ctx.config.model} on {ctx.config.dataset}, forget {_forget_label(forget)}",
                      fontsize=9)
         ax.grid(alpha=0.3, which="both")
         png = savefig(fig, ctx.out / "pareto.png")
 
-        head = ["method", "Avg-Gap", "UA", "RA", "TA", "MIA-Eff.", "JS to retrain", "RTE (s)",
-                "× retrain", "Pareto"]
+        audit_head = (["forget score", "U-LiRA AUC", "probe %"] if shadows else [])
+        head = ["method", "Avg-Gap", "UA", "RA", "TA", "MIA-Eff.", "JS to retrain", *audit_head,
+                "RTE (s)", "× retrain", "Pareto", "beats do-nothing"]
+
+        def audit_cells(r: dict[str, Any]) -> list[str]:
+            if not shadows:
+                return []
+            return [_num(r.get("forget_score"), 3), _num(r.get("ulira_auc"), 3),
+                    _num(r.get("probe_forget_acc"), 1)]
+
         body = []
         for r in methods:
             body.append([
                 f"`{r['method']}`", cell(r, "avg_gap"), _ua(r), cell(r, "retain_acc"),
                 cell(r, "test_acc"), cell(r, "mia_efficacy"), cell(r, "js_to_retrain", 4),
-                cell(r, "rte_s", 1), cell(r, "rte_ratio", 3),
-                "★" if r["method"] in on_front else "",
+                *audit_cells(r), cell(r, "rte_s", 1), cell(r, "rte_ratio", 3),
+                "★" if r["method"] in on_front else "", "✓" if r["_beats"] else "✗",
             ])
-        gold = [r for r in summary if r["method"] == "retrain"]
-        if gold:
-            g = gold[0]
+        if nothing:
+            n = nothing
+            body.append(["original (do nothing)", cell(n, "avg_gap"), _ua(n),
+                         cell(n, "retain_acc"), cell(n, "test_acc"), cell(n, "mia_efficacy"),
+                         cell(n, "js_to_retrain", 4), *audit_cells(n), "0", "0", "", ""])
+        if gold_row:
+            g = gold_row
             body.append(["retrain (gold)", "0", _ua(g), cell(g, "retain_acc"), cell(g, "test_acc"),
-                         cell(g, "mia_efficacy"), "0", cell(g, "rte_s", 1), "1", ""])
-        text = ("## Results (sorted by Avg-Gap)\n\n" + md_table(head, body)
-                + f"\n![Pareto front]({relpath(png, ctx)})\n\n")
-        text += "## Answer\n\n" + _answer(methods, front, pts) + "\n"
+                         cell(g, "mia_efficacy"), "0", *audit_cells(g), cell(g, "rte_s", 1), "1",
+                         "", ""])
+        text = (f"## Results (sorted by {QUALITY[quality][1].split(' (')[0]})\n\n"
+                + md_table(head, body) + f"\n![Pareto front]({relpath(png, ctx)})\n\n")
+        if shadows:
+            text += (f"Audit columns: {shadows} shadow models per method (forget score: "
+                     "NeurIPS-2023 challenge score, higher is better; U-LiRA AUC: 0.5 is ideal; "
+                     "probe: forget accuracy a fresh linear head recovers from frozen features). "
+                     "The retrain row of the audit is retrain vs an independent retrain — the "
+                     "best a method can score with this N. Full audit: `audit/report.md`.\n\n")
+        losers = [r["method"] for r in methods if not r["_beats"]]
+        if nothing and losers:
+            text += ("Not better than doing nothing on this quality axis: "
+                     + ", ".join(f"`{m}`" for m in losers) + ".\n\n")
+        text += "## Answer\n\n" + _answer(methods, front, pts, QUALITY[quality][1]) + "\n"
         return text
+
+
+def _audit(ctx: StudyContext, shadows: int) -> dict[str, dict[str, Any]]:
+    """Run the per-example audit of the study's methods; ``{method: audit row}`` (the audit's
+    ``retrain`` row is retrain vs an independent retrain)."""
+    from fastunlearn.studies.audit import AuditConfig, audit
+    from fastunlearn.studies.base import parse_forget
+
+    cfg = ctx.config
+    methods = tuple(cfg.method_list())
+    forget = cfg.forget or f"class:{ctx.data.classes[0]}"
+    parse_forget(forget, ctx.data.classes)
+    pool = cfg.pool or str(ctx.out.parent / "pool")
+    res = audit(AuditConfig(
+        methods=methods, dataset=cfg.dataset, model=cfg.model, forget=forget,
+        epochs=cfg.epochs, batch_size=cfg.batch_size or 128, shadows=shadows,
+        method_options={m: cfg.method_config(m) for m in methods if cfg.method_config(m)},
+        out=str(ctx.out / "audit"), pool=pool, executor=cfg.executor, workers=cfg.workers,
+        device=cfg.device, threads=cfg.threads, progress=cfg.progress))
+    return {r["method"]: r for r in res.rows}
+
+
+def _num(v: Any, nd: int) -> str:
+    return f"{v:.{nd}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "—"
 
 
 def _err(half: float) -> float | None:
@@ -125,9 +249,15 @@ def _forget_label(spec: dict[str, Any]) -> str:
 
 
 def _answer(methods: list[dict[str, Any]], front: list[int],
-            pts: list[tuple[float, float]]) -> str:
+            pts: list[tuple[float, float]], quality: str = QUALITY["avg_gap"][1]) -> str:
     if not methods or not front:
-        return "No method produced a finite Avg-Gap and RTE ratio; nothing to compare.\n"
+        return "No method produced a finite quality and RTE ratio; nothing to compare.\n"
+    if not quality.startswith("Avg-Gap"):
+        best = methods[0]
+        return (f"On the quality axis {quality}, the best is `{best['method']}` "
+                f"({best['_q']:.3f} at {best['rte_ratio_mean']:.3f}× the retrain time); the "
+                "Pareto front is " + ", ".join(f"`{methods[i]['method']}` ({pts[i][1]:.3f} at "
+                                               f"{pts[i][0]:.3f}×)" for i in front) + ".\n")
     best = methods[0]
     cheapest = min(front, key=lambda i: pts[i][0])
     parts = [

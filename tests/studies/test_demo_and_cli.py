@@ -27,7 +27,7 @@ def test_demo_models_are_reused_by_the_study(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == pooled
     with (tmp_path / "cq" / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["retrain", "ga"]
+    assert [r["method"] for r in rows] == ["retrain", "ga", "original"]
     # the demo's gold row and the study's retrain row judge the same model
     demo_rows = {ln.split("|")[1].strip(): ln for ln in table.splitlines() if ln.startswith("|")}
     demo_gold_ra = float(demo_rows["retrain"].split("|")[3])

@@ -123,10 +123,12 @@ def test_variants_restrict_trainable_weights(digits):
 # ----------------------------------------------------------------- end to end + resume
 def test_cost_quality_end_to_end(tmp_path):
     res = fu.studies.run("cost-quality", out=str(tmp_path / "cq"), **TINY)
-    assert res.counts == {"runs": 3, "skipped": 0, "ran": 3, "pool_trained": 2,
+    assert res.counts == {"runs": 4, "skipped": 0, "ran": 4, "pool_trained": 2,
                           "pool_reused": 0}
     rows = _csv(tmp_path / "cq" / "results.csv")
-    assert [r["method"] for r in rows] == ["retrain", "ga", "ft"]
+    assert [r["method"] for r in rows] == ["retrain", "ga", "ft", "original"]
+    nothing = rows[3]  # the do-nothing row: the original itself, cost 0
+    assert float(nothing["rte_s"]) == 0.0 and float(nothing["avg_gap"]) > 0
     gold = rows[0]
     assert float(gold["avg_gap"]) == 0.0 and float(gold["rte_ratio"]) == pytest.approx(1.0)
     for r in rows:
@@ -138,11 +140,38 @@ def test_cost_quality_end_to_end(tmp_path):
     assert "## Answer" in report and "![Pareto front](pareto.png)" in report
     assert (tmp_path / "cq" / "pareto.png").stat().st_size > 1000
     summary = _csv(tmp_path / "cq" / "summary.csv")
-    assert {r["method"] for r in summary} == {"retrain", "ga", "ft"}
+    assert {r["method"] for r in summary} == {"retrain", "ga", "ft", "original"}
+    assert "original (do nothing)" in report and "beats do-nothing" in report
+    gap0 = float(nothing["avg_gap"])
+    for ln in (ln for ln in report.splitlines() if ln.startswith("| `")):
+        mark = ln.rstrip(" |").split("|")[-1].strip()
+        assert mark == ("✓" if float(ln.split("|")[2]) < gap0 else "✗"), ln
     # the table is sorted by Avg-Gap
     table = [ln for ln in report.splitlines() if ln.startswith("| `")]
     gaps = [float(ln.split("|")[2]) for ln in table]
     assert gaps == sorted(gaps) and len(gaps) == 2
+
+
+def test_cost_quality_with_audit_columns(tmp_path):
+    res = fu.studies.run("cost-quality", out=str(tmp_path / "cq"),
+                         **{**TINY, "epochs": 3, "methods": ("ga",),
+                            "options": {"shadows": 8, "quality": "ulira"}})
+    report = res.report.read_text()
+    assert "forget score" in report and "U-LiRA AUC" in report and "probe %" in report
+    assert "|U-LiRA AUC − 0.5|" in report  # the Pareto plot's quality axis
+    audit = json.loads((tmp_path / "cq" / "audit" / "audit.json").read_text())
+    assert [r["method"] for r in audit["rows"]] == ["original", "ga", "retrain"]
+    ga = next(r for r in audit["rows"] if r["method"] == "ga")
+    row = next(ln for ln in report.splitlines() if ln.startswith("| `ga`"))
+    assert f"{ga['forget_score']:.3f}" in row and f"{ga['ulira_auc']:.3f}" in row
+
+
+@pytest.mark.parametrize(("options", "msg"), [
+    ({"shadows": 5}, "even number"), ({"quality": "probe"}, "needs the audit"),
+    ({"quality": "nope", "shadows": 8}, "quality must be"), ({"shadow": 8}, "unknown")])
+def test_cost_quality_options_are_checked(tmp_path, options, msg):
+    with pytest.raises(ValueError, match=msg):
+        fu.studies.run("cost-quality", out=str(tmp_path / "cq"), **{**TINY, "options": options})
 
 
 def test_resume_after_interruption_skips_finished_runs(tmp_path, monkeypatch):
@@ -167,23 +196,25 @@ def test_resume_after_interruption_skips_finished_runs(tmp_path, monkeypatch):
     (Path(out) / "runs" / "junk" / ".result.json.123.tmp").write_text("{")
     monkeypatch.setattr(engine, "execute_run", real)
     res = fu.studies.run("cost-quality", out=out, pool=pool, **cfg)
-    assert res.counts["skipped"] == 2 and res.counts["ran"] == 2
+    # 5 runs: retrain, 3 methods, the do-nothing original
+    assert res.counts["skipped"] == 2 and res.counts["ran"] == 3
     assert res.counts["pool_trained"] == 0  # original and retrain come from the pool
-    assert len(_csv(Path(out) / "results.csv")) == 4
+    assert len(_csv(Path(out) / "results.csv")) == 5
     # a third invocation does nothing but rebuild the report
     again = fu.studies.run("cost-quality", out=out, pool=pool, **cfg)
-    assert again.counts["skipped"] == 4 and again.counts["ran"] == 0
+    assert again.counts["skipped"] == 5 and again.counts["ran"] == 0
     # a corrupt result is redone, not trusted
     victim = next(Path(out, "runs").glob("*/result.json"))
     victim.write_text("{not json")
     fixed = fu.studies.run("cost-quality", out=out, pool=pool, **cfg)
-    assert fixed.counts["ran"] == 1 and fixed.counts["skipped"] == 3
+    assert fixed.counts["ran"] == 1 and fixed.counts["skipped"] == 4
 
 
 def test_multi_seed_reports_confidence_intervals(tmp_path):
     res = fu.studies.run("cost-quality", out=str(tmp_path / "cq"), seeds=2,
                          **{**TINY, "methods": ("ga",)})
-    assert res.counts["runs"] == 4 and res.counts["pool_trained"] == 4  # 2 seeds × orig+gold
+    # 2 seeds × (retrain, ga, original); 2 seeds × orig+gold in the pool
+    assert res.counts["runs"] == 6 and res.counts["pool_trained"] == 4
     summary = {r["method"]: r for r in _csv(tmp_path / "cq" / "summary.csv")}
     rows = [r for r in _csv(tmp_path / "cq" / "results.csv") if r["method"] == "ga"]
     vals = [float(r["test_acc"]) for r in rows]
