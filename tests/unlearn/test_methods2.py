@@ -243,12 +243,18 @@ def test_influence_fixed_alpha_is_one_newton_step(digits_original, class_split):
 
 
 # ------------------------------------------------------------------------------ fisher
-def test_fisher_zeroes_the_forgotten_head_rows(digits_original, fisher_class):
+def test_fisher_zeroes_the_forgotten_head_rows(digits_original, fisher_class, class_split):
+    """As the reference's get_mean_var: the forgotten rows get mean 0 and variance
+    forget_row_var (1e-4) × 10 — small noise around zero; forget_row_var=0 makes them exactly 0."""
     res = fisher_class
     head = res.model.get_classifier()
-    assert torch.equal(head.weight[3], torch.zeros_like(head.weight[3])) and head.bias[3] == 0
+    row = torch.cat([head.weight[3], head.bias[3:4]]).detach()
+    assert row.abs().max() < 0.2 and 0.6 * 1e-3 ** 0.5 < row.std() < 1.4 * 1e-3 ** 0.5
     others = [i for i in range(10) if i != 3]
     assert not torch.equal(head.weight[others], digits_original.get_classifier().weight[others])
+    exact = unlearn(digits_original, class_split, FisherConfig(forget_row_var=0.0, **COMMON))
+    head = exact.model.get_classifier()
+    assert torch.equal(head.weight[3], torch.zeros_like(head.weight[3])) and head.bias[3] == 0
 
 
 # ------------------------------------------------------------------------------ configs
