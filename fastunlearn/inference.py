@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from fastunlearn._device import model_device
+from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 
 
@@ -15,10 +16,8 @@ def predict_logits(
 ) -> Tensor:
     """Logits of ``model`` on every sample of ``part`` (eval mode; float32, on CPU)."""
     device = device or model_device(model)
-    was_training = model.training
-    model.eval()
-    out = [model(x).float().cpu() for x, _ in part.batches(batch_size, device=device)]
-    model.train(was_training)
+    with eval_mode(model):  # every submodule's own train/eval flag comes back afterwards
+        out = [model(x).float().cpu() for x, _ in part.batches(batch_size, device=device)]
     if not out:
         return torch.empty(0, 0)
     return torch.cat(out)

@@ -67,11 +67,16 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save ``model.state_dict()`` as ``.safetensors`` (contiguous CPU copies; shared tensors
-    are stored once per key) and return the path."""
-    from safetensors.torch import save_file
+    are stored once per key) and return the path.
+
+    The file is replaced atomically (staged under a temp name, fsynced, renamed — the
+    checkpoint module's write): a crash or a full disk leaves the previous file or the new
+    one, never a torn one; the file gets the permissions the umask gives."""
+    from safetensors.torch import save
+
+    from fastunlearn.checkpoint import _atomic_write_bytes
 
     p = Path(path)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(p))
+    _atomic_write_bytes(p, save(state))
     return p
