@@ -109,6 +109,56 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``model`` holding NaN or inf (a
+    diverged model; empty when every weight is finite)."""
+    return [name for name, t in model.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def check_model_fits(model: nn.Module, part: DataPart, where: str) -> None:
+    """ValueError unless ``model`` outputs one logit per class of ``part``'s dataset (one
+    forward pass on one sample, in eval mode, every submodule's mode restored)."""
+    from fastunlearn._modes import eval_mode
+    from fastunlearn.inference import predict_logits
+
+    if len(part) == 0:
+        return
+    with eval_mode(model):
+        width = predict_logits(model, part.take(1)).shape[1]
+    c = part.dataset.num_classes
+    if width != c:
+        raise ValueError(
+            f"{where}: the model outputs {width} classes, but {part.dataset.name!r} has {c}; "
+            "build it for this dataset with fu.create_model(name, data)"
+        )
+
+
+def check_split_arg(split: object, where: str) -> None:
+    """TypeError unless ``split`` is a :class:`~fastunlearn.data.ForgetSplit` (a dataset or a
+    DataPart is the usual mistake: the split says what is forgotten and what is kept)."""
+    from fastunlearn.data.splits import ForgetSplit
+
+    if not isinstance(split, ForgetSplit):
+        raise TypeError(
+            f"{where} needs a ForgetSplit (what to forget and what to keep), got "
+            f"{type(split).__name__}; build one with fu.forget_classes(data, [...]), "
+            "fu.forget_random(data, count=...) or fu.forget_indices(data, ids)"
+        )
+
+
+def check_part_arg(part: object, where: str) -> None:
+    """TypeError unless ``part`` is a :class:`DataPart` (what to train on)."""
+    if isinstance(part, DataPart):
+        return
+    hint = ""
+    if type(part).__name__ == "ForgetSplit":
+        hint = "; pass split.full (the original model) or split.retain (the retrained model)"
+    elif hasattr(part, "train") and hasattr(part, "num_classes"):
+        hint = "; pass data.train"
+    raise TypeError(f"{where} trains on a DataPart, got {type(part).__name__}{hint}")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG and return a CPU generator for shuffling."""
     torch.manual_seed(seed)
@@ -129,9 +179,16 @@ def train(
     With ``config.compile`` the forward of batches shaped like the first one runs compiled;
     ``model`` itself (never the compiled wrapper) is trained and returned.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"train needs an nn.Module, got {type(model).__name__}")
+    check_part_arg(data, "train")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"train needs a TrainConfig, got {type(config).__name__} (unlearning "
+                        "configs go to fu.unlearn)")
     config = config or TrainConfig()
     if len(data) == 0:
         raise ValueError("cannot train on an empty dataset part")
+    check_model_fits(model, data, "train")
     device = resolve_device(config.device)
     gen = seed_everything(config.seed)
     model.to(device)

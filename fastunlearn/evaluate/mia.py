@@ -10,7 +10,14 @@ raw feature, exactly as the SalUn code does, and a logistic regression on the st
 feature. The headline ``mia_efficacy`` is the SVC on ``true_prob`` — the feature SalUn's code
 calls "confidence" (``gather(prob, 1, label)``). Members and non-members are subsampled to the
 same size (at most ``max_samples`` each, seeded) so the attack sees balanced classes and
-evaluation of large datasets stays fast.
+evaluation of large datasets stays fast. Near chance the fitted boundary moves with the
+subsample, so the headline is averaged over several attack seeds (each a fresh balanced
+subsample): :func:`efficacy_over_seeds`.
+
+Which test samples are non-members is the caller's choice; the SalUn reference code
+(OPTML-Group/Unlearn-Saliency ``dataset.py``) removes the forgotten classes from the test set
+for class forgetting, so its non-members are the test images of the retained classes
+(:class:`fastunlearn.evaluate.core.EvalConfig` ``mia_nonmembers``).
 
 Features (``p`` = softmax output, ``y`` = true label):
 
@@ -27,6 +34,7 @@ forget set (positives) from held-out samples (negatives): 0.5 = indistinguishabl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,15 +112,7 @@ def attack_efficacy(
     """Fit ``attack`` on member (label 1) vs non-member (label 0) features and report the
     percentage of ``targets`` predicted non-member, plus the attack's held-out accuracy."""
     xm, xn, xt = _as_2d(members), _as_2d(nonmembers), _as_2d(targets)
-    if len(xm) < 2 or len(xn) < 2:
-        raise ValueError(
-            f"the attack needs at least 2 members and 2 non-members, got {len(xm)} and {len(xn)}"
-        )
-    if not all(np.isfinite(a).all() for a in (xm, xn, xt)):
-        raise ValueError(
-            "membership-inference features are not finite: the model outputs NaN/inf "
-            "(did unlearning diverge?); evaluate with mia=False to see the other metrics"
-        )
+    _check_inputs(xm, xn, xt)
     x = np.concatenate([xm, xn])
     y = np.concatenate([np.ones(len(xm)), np.zeros(len(xn))])
     # held-out accuracy: fit on a seeded half (stratified), score on the other half
@@ -125,9 +125,29 @@ def attack_efficacy(
     pred = half.predict(x[~train_mask])
     yt = y[~train_mask]
     acc = 50.0 * ((pred[yt == 1] == 1).mean() + (pred[yt == 0] == 0).mean())
-    full = _make_attack(attack, seed).fit(x, y)
-    eff = 100.0 * float((full.predict(xt) == 0).mean()) if len(xt) else float("nan")
+    eff = _fit_efficacy(xm, xn, xt, attack, seed)
     return AttackResult(efficacy=eff, attack_acc=float(acc))
+
+
+def _check_inputs(xm: np.ndarray, xn: np.ndarray, xt: np.ndarray) -> None:
+    if len(xm) < 2 or len(xn) < 2:
+        raise ValueError(
+            f"the attack needs at least 2 members and 2 non-members, got {len(xm)} and {len(xn)}"
+        )
+    if not all(np.isfinite(a).all() for a in (xm, xn, xt)):
+        raise ValueError(
+            "membership-inference features are not finite: the model outputs NaN/inf "
+            "(did unlearning diverge?); evaluate with mia=False to see the other metrics"
+        )
+
+
+def _fit_efficacy(xm: np.ndarray, xn: np.ndarray, xt: np.ndarray, attack: str,
+                  seed: int) -> float:
+    """% of targets ``xt`` the attack fitted on all of ``xm`` (1) vs ``xn`` (0) calls 0."""
+    x = np.concatenate([xm, xn])
+    y = np.concatenate([np.ones(len(xm)), np.zeros(len(xn))])
+    full = _make_attack(attack, seed).fit(x, y)
+    return 100.0 * float((full.predict(xt) == 0).mean()) if len(xt) else float("nan")
 
 
 def balanced_sample(n_a: int, n_b: int, max_samples: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -168,6 +188,38 @@ def mia_efficacy(
         a: {f: attack_efficacy(fm[f], fn[f], ft[f], attack=a, seed=seed) for f in features}
         for a in attacks
     }
+
+
+def efficacy_over_seeds(
+    member_probs: Tensor,
+    member_labels: Tensor,
+    nonmember_probs: Tensor,
+    nonmember_labels: Tensor,
+    target_probs: Tensor,
+    target_labels: Tensor,
+    *,
+    seeds: Sequence[int],
+    max_samples: int = 2000,
+    attack: str = "svc",
+    feature: str = "true_prob",
+) -> list[float]:
+    """MIA-Efficacy of one ``attack`` on one ``feature`` once per seed: each seed draws its own
+    balanced member/non-member subsample (:func:`balanced_sample`, as :func:`mia_efficacy`
+    does for that seed) and fits the attack on all of it. The value for a seed equals
+    ``mia_efficacy(..., seed=s)[attack][feature].efficacy``; the held-out attack accuracy is
+    not refitted. Report the mean and the spread: near chance one seed is not a measurement."""
+    if feature not in FEATURES:
+        raise ValueError(f"unknown MIA feature {feature!r}; choose from: {', '.join(FEATURES)}")
+    fm = _as_2d(mia_features(member_probs, member_labels)[feature])
+    fn = _as_2d(mia_features(nonmember_probs, nonmember_labels)[feature])
+    ft = _as_2d(mia_features(target_probs, target_labels)[feature])
+    out = []
+    for seed in seeds:
+        im, inn = balanced_sample(len(fm), len(fn), max_samples, int(seed))
+        xm, xn = fm[im.numpy()], fn[inn.numpy()]
+        _check_inputs(xm, xn, ft)
+        out.append(_fit_efficacy(xm, xn, ft, attack, int(seed)))
+    return out
 
 
 def per_sample_loss(logits: Tensor, labels: Tensor) -> Tensor:

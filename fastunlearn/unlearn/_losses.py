@@ -272,8 +272,7 @@ class ForgetGuard:
         self.good_state = copy.deepcopy(model.state_dict())
 
     def check(self, model: nn.Module) -> str:
-        was_training = model.training
-        r = self._accuracy(model, self.retain_probe)
+        r = self._accuracy(model, self.retain_probe)  # restores every submodule's own mode
         reason = ""
         if not r >= self.floor:
             reason = f"retain accuracy collapsed ({r:.1f} % < {self.floor:.1f} %)"
@@ -283,11 +282,60 @@ class ForgetGuard:
                 f = self._accuracy(model, self.forget_probe)
                 if f <= self.target:
                     reason = f"forget accuracy reached target ({f:.1f} % ≤ {self.target:.1f} %)"
-        model.train(was_training)
         return reason
 
     def restore(self, model: nn.Module) -> None:
         model.load_state_dict(self.good_state)
+
+
+#: a method "collapsed" the retained classes when their validation accuracy kept less than
+#: this share of its margin over chance (e.g. 95 % → below 53 % with 10 classes)
+COLLAPSE_SHARE = 0.5
+#: no collapse check when the model starts within this many points of chance
+_MIN_MARGIN = 10.0
+
+
+class RetainHealth:
+    """The validation guard every method shares (run by :func:`fastunlearn.unlearn.unlearn`
+    around the method, outside its timing): accuracy on a fixed probe of ``split.val_retain``
+    — the validation hold-out's retained classes, never the test part — before and after.
+
+    ``check(model)`` → ``info`` entries ``val_retain_acc_before``, ``val_retain_acc_after``
+    and ``retain_collapsed``: True when the retained classes fell toward chance (kept less than
+    :data:`COLLAPSE_SHARE` of the margin over chance, ``100 / retained classes``), which is
+    also logged as a warning — e.g. ``ft``/``rl`` at an absurd learning rate.
+    ``measure`` returns None when the split has no validation part (nothing is checked).
+    """
+
+    def __init__(self, probe: DataPart, chance: float, before: float) -> None:
+        self.probe, self.chance, self.before = probe, chance, before
+
+    @classmethod
+    def measure(cls, model: nn.Module, split, *, probe_size: int = 256,  # noqa: ANN001
+                seed: int = 0) -> RetainHealth | None:
+        from fastunlearn.inference import accuracy
+
+        probe = split.val_retain.take(probe_size, seed=seed)
+        if len(probe) == 0:
+            return None
+        kept = split.data.num_classes - len(set(split.forget_class_ids))
+        return cls(probe, 100.0 / max(1, kept), accuracy(model, probe))
+
+    def check(self, model: nn.Module, method: str = "") -> dict:
+        from fastunlearn.inference import accuracy
+
+        after = accuracy(model, self.probe)
+        margin = self.before - self.chance
+        collapsed = bool(margin >= _MIN_MARGIN and not after - self.chance >= COLLAPSE_SHARE
+                         * margin)
+        if collapsed:
+            log.warning(
+                "%s: validation accuracy on the retained classes collapsed toward chance "
+                "(%.1f %% → %.1f %%, chance %.1f %%); the unlearned model is likely broken — "
+                "lower the learning rate or the epochs", method or "unlearning", self.before,
+                after, self.chance)
+        return {"val_retain_acc_before": self.before, "val_retain_acc_after": after,
+                "retain_collapsed": collapsed}
 
 
 def check_guard_fields(method: str, probe_size: int, check_every: int, collapse: float,

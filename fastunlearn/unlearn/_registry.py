@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+import torch
 from torch import nn
 
 from fastunlearn._device import resolve_device
 from fastunlearn._timing import measure
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.train import check_model_fits, check_split_arg, nonfinite_tensors
+from fastunlearn.unlearn._losses import RetainHealth
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult
+
+log = logging.getLogger(__name__)
 
 MethodFn = Callable[[nn.Module, ForgetSplit, Any], UnlearnResult]
 
@@ -86,19 +94,85 @@ def make_config(name: str, **overrides: Any) -> UnlearnConfig:
         raise ValueError(
             f"method {entry.name!r} has no option {bad[0]!r}; options: {', '.join(sorted(valid))}"
         )
+    hints = _field_types(entry.config_cls)
+    for key, value in given.items():
+        hint = hints.get(key)
+        if hint is not None and not _type_ok(value, hint):
+            raise ValueError(f"method {entry.name!r}: option {key} must be {_describe(hint)}, "
+                             f"got {value!r}")
     return entry.config_cls(**given)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation this module cannot resolve: no type check
+        return {}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from the command line or JSON) fits the annotation ``hint``; hints
+    this does not know accept anything (the config's own validation still runs)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (list, tuple) or origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union,
+                                                                 types.UnionType) else (hint,)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             type(None): "null"}
+    return " or ".join(names.get(a, getattr(a, "__name__", str(a))) for a in args)
 
 
 def unlearn(
     model: nn.Module, split: ForgetSplit, config: UnlearnConfig, *, inplace: bool = False
 ) -> UnlearnResult:
-    """Run the method named by ``config`` on a copy of ``model`` and time it."""
+    """Run the method named by ``config`` on a copy of ``model`` and time it.
+
+    Around the method (outside its timing) every run is checked, and ``result.info`` says:
+    ``weights_finite`` (False: the method diverged to NaN/inf weights — never save such a
+    model), ``unchanged`` (every weight equals the input's: a guard restored the original,
+    ``epochs=0`` …; ``unchanged_reason`` says which) and the shared validation guard's
+    ``retain_collapsed`` with ``val_retain_acc_before`` / ``_after``
+    (:class:`~fastunlearn.unlearn._losses.RetainHealth`). Misuse raises one clear
+    ``TypeError`` / ``ValueError`` before any work: a model that is not an ``nn.Module``, a
+    dataset or data part instead of a ``ForgetSplit``, a config that is not a method config,
+    a model whose output size is not the split's class count.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"unlearn needs an nn.Module, got {type(model).__name__}")
+    check_split_arg(split, "unlearn")
+    if not isinstance(config, UnlearnConfig):
+        raise TypeError(
+            f"unlearn needs a method config such as fu.FTConfig(...) or fu.GAConfig(...) (see "
+            f"fu.list_methods()), got {type(config).__name__}"
+        )
     entry = get_method(config.method)
     if not isinstance(config, entry.config_cls):
         raise TypeError(f"method {entry.name!r} expects {entry.config_cls.__name__}")
     device = resolve_device(config.device)
     work = model if inplace else copy.deepcopy(model)
     work.to(device)
+    check_model_fits(work, split.retain, f"unlearn ({entry.name})")
+    before = _snapshot(work) if inplace else model.state_dict()
+    health = RetainHealth.measure(work, split, seed=config.seed)
     with measure(device) as m:
         result = entry.fn(work, split, config)
     result.rte_s = m.seconds
@@ -107,4 +181,44 @@ def unlearn(
     if spec is not None and not hasattr(result.model, "fastunlearn_spec"):
         result.model.fastunlearn_spec = spec  # type: ignore[attr-defined]
     result.model.eval()
+    bad = nonfinite_tensors(result.model)
+    result.info["weights_finite"] = not bad
+    if bad:
+        log.warning("%s diverged: %d weight tensor(s) hold NaN/inf (first: %s)", entry.name,
+                    len(bad), bad[0])
+        result.info["nonfinite_tensors"] = len(bad)
+    unchanged = _same_weights(before, result.model.state_dict())
+    result.info["unchanged"] = unchanged
+    if unchanged:
+        result.info["unchanged_reason"] = _unchanged_reason(result, config)
+        log.warning("%s left the model unchanged: %s", entry.name,
+                    result.info["unchanged_reason"])
+    if health is not None:
+        result.info.update(health.check(result.model, entry.name))
     return result
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Whether two state dicts hold the same tensors, bit for bit (devices may differ)."""
+    if a.keys() != b.keys():
+        return False
+    for k, x in a.items():
+        y = b[k]
+        if x.shape != y.shape or x.dtype != y.dtype or not torch.equal(x, y.to(x.device)):
+            return False
+    return True
+
+
+def _unchanged_reason(result: UnlearnResult, config: UnlearnConfig) -> str:
+    info = result.info
+    if info.get("diverged"):
+        return f"the divergence guard restored the original weights ({info.get('stop_reason')})"
+    if config.epochs == 0:
+        return "epochs=0: the method took no step"
+    if info.get("steps") == 0:
+        return f"the method took no step ({info.get('stop_reason', 'no reason given')})"
+    return "the method changed no weight"
