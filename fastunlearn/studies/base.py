@@ -83,6 +83,10 @@ class StudyConfig:
                              f"{self.executor!r}")
         if int(self.workers) != self.workers or self.workers < 1:
             raise ValueError(f"workers must be a positive integer, got {self.workers}")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or int(self.threads) != self.threads
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {self.threads}")
         if self.mia_samples < 10:
             raise ValueError(f"mia_samples must be ≥ 10, got {self.mia_samples}")
         from fastunlearn.unlearn import list_methods
@@ -96,6 +100,15 @@ class StudyConfig:
                                  "reference row; sisa needs a SISA-trained ensemble)")
         if self.forget is not None:
             parse_forget(self.forget)
+        for m in self.method_options:  # each method's options build a valid config now
+            self.check_method_config(m)
+
+    def check_method_config(self, method: str) -> None:
+        """ValueError (one line) unless ``method``'s config with this study's overrides is
+        valid: unknown options, wrong types and out-of-range values fail before any work."""
+        from fastunlearn.unlearn import make_config
+
+        make_config(method, **self.method_config(method))
 
     # ------------------------------------------------------------------ derived
     def method_list(self) -> tuple[str, ...]:
@@ -165,11 +178,16 @@ def default_forget(config: StudyConfig, data: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------- registry
 @dataclass
 class Study:
+    """A registered study. ``options``: the ``config.options`` keys it understands (the
+    class's or its module's ``OPTIONS``; none when it declares none) — any other key is
+    refused by :func:`run` before any work."""
+
     name: str
     question: str
     plan: Callable[[StudyConfig, Any], list[dict[str, Any]]]
     report: Callable[[StudyContext], str]
     default_methods: tuple[str, ...] | None = None
+    options: tuple[str, ...] = ()
 
 
 @dataclass
@@ -207,7 +225,13 @@ def register_study(name: str, question: str, *, default_methods: tuple[str, ...]
     def deco(cls: type) -> type:
         if name in _STUDIES:
             raise ValueError(f"study {name!r} is already registered")
-        _STUDIES[name] = Study(name, question, cls.plan, cls.report, default_methods)
+        import sys
+
+        options = getattr(cls, "OPTIONS", None)
+        if options is None:
+            options = getattr(sys.modules.get(cls.__module__), "OPTIONS", ())
+        _STUDIES[name] = Study(name, question, cls.plan, cls.report, default_methods,
+                               tuple(options))
         return cls
 
     return deco
@@ -246,12 +270,23 @@ def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyRe
         raise ValueError("pass either a StudyConfig or keyword options, not both")
     if not config.methods and study.default_methods:
         config.methods = study.default_methods
+    unknown = sorted(set(config.options) - set(study.options))
+    if unknown:
+        known = ", ".join(study.options) if study.options else "none"
+        raise ValueError(f"unknown {name} option {unknown[0]!r}; options: {known}")
     out = Path(config.out) if config.out else Path("runs") / "studies" / name
     t0 = time.perf_counter()
     data = load_dataset(config.dataset)
     runs = study.plan(config, data)
     if not runs:
         raise ValueError(f"study {name!r} planned no runs; check --methods / options")
+    methods = {r["method"] for r in runs} - {"retrain", engine.DO_NOTHING}
+    stray = sorted(set(config.method_options) - methods)
+    if stray:
+        raise ValueError(f"options are set for {stray[0]!r}, which this study does not run "
+                         f"(methods: {', '.join(sorted(methods))})")
+    for m in sorted(methods):
+        config.check_method_config(m)
     log.info("study %s: %d runs into %s", name, len(runs), out)
     results, counts = engine.execute(
         runs, out, pool_dir=config.pool, executor=config.executor, workers=config.workers,
@@ -288,7 +323,22 @@ def header(study: Study, ctx: StudyContext) -> str:
         "evaluation, pool training excluded). Every RTE ratio divides a method's "
         "wall time by its gold retrain's training time (recorded when the pool model was "
         "trained, on the machine named in its checkpoint).\n\n"
+        + failed_runs(ctx)
     )
+
+
+def failed_runs(ctx: StudyContext) -> str:
+    """A report paragraph listing the runs that failed (their metrics show as "—")."""
+    failed = [r for r in ctx.results if r.get("status") == "failed"]
+    if not failed:
+        return ""
+    from fastunlearn.evaluate.report import _md
+
+    items = [f"- {_md(r['run']['method'])} (seed {r['run']['seed']}, run {_md(r['key'])}): "
+             f"{_md(r.get('failure') or 'failed')}" for r in failed]
+    return (f"**Failed runs.** {len(failed)} run(s) failed and are shown as \"—\"; the study "
+            "went on without them (delete `runs/<key>` to retry one):\n\n"
+            + "\n".join(items) + "\n\n")
 
 
 def md_table(header_row: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -31,6 +31,16 @@ from fastunlearn.unlearn import FTConfig, GAConfig, RetrainConfig, UnlearnResult
 log = logging.getLogger(__name__)
 
 COLUMNS = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc")
+#: the checkpoints and tables the demo writes into its output directory
+OUTPUTS = ("original", "retrain", "ft", "ga")
+
+
+def existing_outputs(out: str | Path) -> list[Path]:
+    """The demo files already in ``out`` (checkpoints, sidecars, result tables)."""
+    out = Path(out)
+    names = [f"{n}{ext}" for n in OUTPUTS for ext in (".safetensors", ".json")]
+    names += ["results.md", "results.json"]
+    return [out / n for n in names if (out / n).exists()]
 
 
 def run_demo(
@@ -44,13 +54,20 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     pool: str | Path | None = None,
+    force: bool = False,
 ) -> str:
     """Run the demo and return its markdown table (also written to ``out/results.md``).
 
     The original and gold models are taken from (or trained into) the study model pool
-    ``pool`` (default: ``pool`` beside ``out``), keyed exactly as the studies key them."""
+    ``pool`` (default: ``pool`` beside ``out``), keyed exactly as the studies key them.
+    An ``out`` that already holds a demo raises ``FileExistsError`` before any work unless
+    ``force``."""
     t_start = time.perf_counter()
     out = Path(out)
+    existing = existing_outputs(out)
+    if existing and not force:
+        raise FileExistsError(f"{existing[0]} exists; pass force=True (--force) to overwrite "
+                              f"the demo in {out}")
     dataset_name = dataset
     try:
         data = load_dataset(dataset)

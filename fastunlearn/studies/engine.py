@@ -7,7 +7,11 @@ process or shipped to a Ray task)::
      "train": {"epochs": 1}, "method": "ft", "config": {"epochs": 1}, "seed": 0,
      "variant": {}, "tags": {...}}
 
-and its key is the hash of everything but ``tags`` (labels for the report). Each run needs an
+and its key is the hash of everything but ``tags`` (labels for the report). How the run is
+*evaluated* is keyed apart (:func:`eval_key`: the resolved evaluation options and
+:data:`EVAL_VERSION`): a finished run whose evaluation key differs from the current one is
+redone — method and evaluation, since the unlearned model is not kept — so changing
+``--mia-samples`` or ``--no-cka`` never reuses stale metrics. Each run needs an
 *original* model (keyed by dataset, model, train config, seed) and a *retrained* gold model
 (the same plus the forget spec). Both live in a pool directory shared by every study and are
 trained once per key (phase 1, itself dispatched to the executor); the method runs follow
@@ -17,6 +21,11 @@ result.
 
 ``method == "retrain"`` is the gold model itself (evaluated against itself: every gap is 0 and
 ``rte_ratio`` is 1) — the reference row of each task, not a new training run.
+
+A method that raises, or diverges to NaN/inf weights, does not stop the study: its run is
+recorded as failed (``"status": "failed"`` and the reason in ``"failure"``; no quality metrics,
+so tables show "—") and the study goes on. Failed runs are finished runs: a rerun keeps them
+(delete ``runs/<key>`` to try again).
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ KEY_FIELDS = ("dataset", "model", "forget", "train", "method", "config", "seed",
 # Metric columns kept out of "same results" comparisons: they measure the machine, not the model.
 TIMING_COLUMNS = ("rte_s", "rte_cold_s", "rte_warm_s", "peak_mem_mb", "retrain_rte_s",
                   "rte_ratio", "wall_s")
+#: the version of the metric definitions; part of every evaluation key, so a change of a
+#: definition (2: MIA non-members and attack seeds as in issue 12 §6) re-evaluates old runs
+EVAL_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- keys
@@ -97,6 +109,31 @@ def original_key(run: Mapping[str, Any]) -> str:
 
 def retrain_key(run: Mapping[str, Any]) -> str:
     return "gold-" + digest({k: run[k] for k in ("dataset", "model", "forget", "train", "seed")})
+
+
+def eval_key(eval_options: Mapping[str, Any] | None) -> str:
+    """The key of how runs are evaluated: every resolved
+    :class:`~fastunlearn.evaluate.core.EvalConfig` field (defaults included) and
+    :data:`EVAL_VERSION`."""
+    from dataclasses import asdict
+
+    from fastunlearn.evaluate.core import EvalConfig
+
+    return "eval-" + digest({"version": EVAL_VERSION,
+                             **asdict(EvalConfig(**dict(eval_options or {})))})
+
+
+def finished_result(run_dir: Path, key: str, ekey: str) -> dict[str, Any] | None:
+    """The finished result of run ``key`` evaluated under ``ekey``, or None (absent,
+    malformed, another run's, or evaluated with other options: the run is then redone)."""
+    res = read_result(run_dir, key)
+    if res is None:
+        return None
+    if res.get("eval_key") != ekey:
+        log.info("run %s was evaluated with other options (%s); it will be redone", key,
+                 res.get("eval_key", "none recorded"))
+        return None
+    return res
 
 
 def forget_spec(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -410,8 +447,9 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
                 ) -> dict[str, Any]:
     """Run one method on one task and evaluate it; write ``runs/<key>/result.json``.
 
-    Returns the result dict (``{"key", "run", "metrics", ...}``); an existing finished result
-    is returned as is with ``"skipped": True``.
+    Returns the result dict (``{"key", "eval_key", "run", "status", "failure", "metrics",
+    ...}``); an existing finished result evaluated the same way is returned as is with
+    ``"skipped": True``. A method that raises or diverges gives a ``"failed"`` result.
     """
     from fastunlearn.data import split_from_spec
     from fastunlearn.evaluate.core import EvalConfig, Evaluator
@@ -420,7 +458,8 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
     if threads:
         torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run["key"]
-    done = read_result(run_dir, run["key"])
+    ekey = eval_key(eval_options)
+    done = finished_result(run_dir, run["key"], ekey)
     if done is not None:
         return {**done, "skipped": True}
     pool = Path(pool_dir)
@@ -428,7 +467,7 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
     t0 = time.perf_counter()
     with _run_log(run_dir):
         log.info("run %s: %s", run["key"], _canonical({k: run[k] for k in KEY_FIELDS}))
-        task = (run["dataset"], original_key(run), retrain_key(run), _canonical(eval_options))
+        task = (run["dataset"], original_key(run), retrain_key(run), ekey)
         cache = _EVAL.get("task")
         if cache is None or cache[0] != task:
             data = _dataset(run["dataset"])
@@ -441,26 +480,46 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
         _, split, original, gold, gold_meta, ev = cache
         gold_cost = {"rte_s": gold_meta.get("metrics", {}).get("rte_s", math.nan)}
         info: dict[str, Any] = {}
-        if run["method"] == "retrain":
-            model, cost = gold, dict(gold_cost)
-        elif run["method"] == DO_NOTHING:  # the unchanged original: the row to beat, cost 0
-            model, cost = original, {"rte_s": 0.0, "peak_mem_mb": 0.0}
-        else:
-            start = copy.deepcopy(original)
-            apply_variant(start, run["variant"])
-            cfg = make_config(run["method"], **{"seed": run["seed"], "device": device,
-                                                "progress": False, **run["config"]})
-            res = unlearn(start, split, cfg, inplace=True)
-            model, cost = res.model, {"rte_s": res.rte_s, "peak_mem_mb": res.peak_mem_mb}
-            info = {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool))}
-            log.info("unlearned in %.2f s: %s", res.rte_s, info)
-        metrics = ev.evaluate(model, original=original, retrained=gold, cost=cost,
-                              retrain_cost=gold_cost)
-        if model is not gold and model is not original:
-            ev.release(model)
+        metrics: dict[str, Any] = {}
+        failure: str | None = None
+        model = None
+        try:
+            if run["method"] == "retrain":
+                model, cost = gold, dict(gold_cost)
+            elif run["method"] == DO_NOTHING:  # the unchanged original: the row to beat, cost 0
+                model, cost = original, {"rte_s": 0.0, "peak_mem_mb": 0.0}
+            else:
+                start = copy.deepcopy(original)
+                apply_variant(start, run["variant"])
+                cfg = make_config(run["method"], **{"seed": run["seed"], "device": device,
+                                                    "progress": False, **run["config"]})
+                res = unlearn(start, split, cfg, inplace=True)
+                model, cost = res.model, {"rte_s": res.rte_s, "peak_mem_mb": res.peak_mem_mb}
+                info = {k: v for k, v in res.info.items()
+                        if isinstance(v, (int, float, str, bool))}
+                log.info("unlearned in %.2f s: %s", res.rte_s, info)
+                if res.info.get("weights_finite") is False:
+                    failure = (f"diverged: {res.info.get('nonfinite_tensors', 'some')} weight "
+                               "tensor(s) hold NaN/inf")
+                    metrics = dict(cost)
+            if failure is None:
+                metrics = ev.evaluate(model, original=original, retrained=gold, cost=cost,
+                                      retrain_cost=gold_cost)
+        except Exception as err:  # noqa: BLE001 - a method's failure is its run's result
+            failure = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            log.exception("run %s (%s) failed", run["key"], run["method"])
+        finally:
+            if model is not None and model is not gold and model is not original:
+                ev.release(model)
+        if failure is not None:
+            log.warning("run %s (%s, seed %s) failed: %s — recorded, the study goes on",
+                        run["key"], run["method"], run["seed"], failure)
         result = {
             "key": run["key"],
+            "eval_key": ekey,
             "run": dict(run),
+            "status": "ok" if failure is None else "failed",
+            "failure": failure,
             "metrics": metrics,
             "info": info,
             "wall_s": time.perf_counter() - t0,
@@ -561,6 +620,10 @@ def execute(
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     if int(workers) != workers or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers}")
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads
+                                or threads < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads}")
+    ekey = eval_key(eval_options)
     if threads is None and executor == "process":
         threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription
     elif threads is None and executor == "ray":
@@ -574,7 +637,7 @@ def execute(
     out.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)
 
-    todo = [r for r in runs if read_result(out / "runs" / r["key"], r["key"]) is None]
+    todo = [r for r in runs if finished_result(out / "runs" / r["key"], r["key"], ekey) is None]
     pool_jobs: dict[str, dict[str, Any]] = {}
     for r in todo:
         for role, key in (("original", original_key(r)), ("retrain", retrain_key(r))):
@@ -606,7 +669,7 @@ def execute(
         bar.close()
     results = []
     for r in runs:
-        res = read_result(out / "runs" / r["key"], r["key"])
+        res = finished_result(out / "runs" / r["key"], r["key"], ekey)
         if res is None:  # pragma: no cover - a run that returned without writing its result
             raise RuntimeError(f"run {r['key']} finished without a result")
         res["run"]["tags"] = r["tags"]  # tags may change without changing the key
@@ -628,15 +691,19 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per result: run fields (``tag.*`` for tags), then every scalar metric."""
+    """One flat row per result: run fields (``tag.*`` for tags), ``status`` (``ok`` /
+    ``failed``), ``failed`` and ``failure`` (the reason), then every scalar metric — a failed
+    run has no quality metrics (empty cells, "—" in tables)."""
     rows = []
     for res in results:
         run = res["run"]
+        status = res.get("status", "ok")
         row: dict[str, Any] = {
             "key": res["key"], "dataset": run["dataset"], "model": run["model"],
             "forget": _canonical(run["forget"]), "method": run["method"],
             "config": _canonical(run["config"]), "variant": _canonical(run["variant"]),
-            "seed": run["seed"],
+            "seed": run["seed"], "status": status, "failed": status == "failed",
+            "failure": res.get("failure") or "",
         }
         row.update({f"tag.{k}": v for k, v in run.get("tags", {}).items()})
         row.update(flatten(res["metrics"]))
