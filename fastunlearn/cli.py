@@ -1,24 +1,36 @@
 """``fastunlearn`` command line — the only argparse in the package.
 
 Bad input prints one line on stderr (what was wrong, how to fix it) and exits with code 2,
-before anything is written.
+before anything is written. A run that fails (a model that diverged to NaN/inf weights, an
+unlearned model identical to its input) prints one line and exits with code 1; a diverged
+model is never saved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import os
+import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit code 2."""
+
+
+class RunFailed(Exception):
+    """The work ran but its result must not pass as good (diverged): one line, exit code 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,11 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of weights left out of the mask (default 0.5)")
     u.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="other method options, e.g. --set momentum=0.5 probe_size=256")
+    u.add_argument("--allow-unchanged", action="store_true",
+                   help="exit 0 even when the model comes back unchanged (guard restored the "
+                        "original, --epochs 0); it is saved with unchanged: true either way")
     _add_run_args(u)
 
     e = sub.add_parser("evaluate", help="metrics of a checkpoint on its forget set")
     e.add_argument("--model-path", required=True)
     e.add_argument("--reference", help="the retrained gold model's checkpoint")
+    e.add_argument("--allow-reference-mismatch", action="store_true",
+                   help="compare with a --reference that forgot something else (or nothing)")
     e.add_argument("--original", help="the original model's checkpoint")
     e.add_argument("--data-root", help="directory holding the dataset files")
     _add_forget_args(e)
@@ -159,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto")
     d.add_argument("--pool", help="original/retrain model pool (default: pool beside --out)")
+    d.add_argument("--force", action="store_true", help="overwrite the checkpoints in --out")
     d.add_argument("--no-progress", action="store_true")
     return p
 
@@ -188,8 +206,13 @@ def _add_forget_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-samples", type=int, default=2000,
+    p.add_argument("--max-samples", type=int, default=4000,
                    help="members, non-members and forget samples per MIA attack (seeded subsample)")
+    p.add_argument("--mia-seeds", type=int, default=5,
+                   help="attack seeds the headline MIA-Efficacy is averaged over (± std)")
+    p.add_argument("--mia-nonmembers", choices=["reference", "test"], default="reference",
+                   help="MIA non-members: reference = as the SalUn code (class forgetting: the "
+                        "retained classes' test images), test = the whole test part")
     p.add_argument("--cka-probe", type=int, default=256, help="probe images for layer CKA")
     p.add_argument("--eval-seed", type=int, default=0, help="seed of the MIA and CKA subsamples")
     p.add_argument("--batch-size", type=int, default=512, help="inference batch size")
@@ -200,7 +223,8 @@ def _eval_config(args: argparse.Namespace):  # noqa: ANN202
     from fastunlearn.evaluate.core import EvalConfig
 
     return EvalConfig(batch_size=args.batch_size, max_samples=args.max_samples,
-                      seed=args.eval_seed, mia=not args.no_mia, cka_probe=args.cka_probe)
+                      seed=args.eval_seed, mia=not args.no_mia, cka_probe=args.cka_probe,
+                      mia_seeds=args.mia_seeds, mia_nonmembers=args.mia_nonmembers)
 
 
 _COMPILE_MODES = {"false": False, "true": True, "auto": "auto"}
@@ -238,7 +262,8 @@ def _forget_split(args: argparse.Namespace, data, stored: dict | None = None):  
     if kind is None:
         if args.forget_class:
             kind = "class"
-        elif args.forget_count or args.forget_fraction or args.forget_ids:
+        elif (args.forget_count is not None or args.forget_fraction is not None
+              or args.forget_ids):
             kind = "sample"
         elif stored:
             return split_from_spec(data, stored)
@@ -267,12 +292,78 @@ def _forget_split(args: argparse.Namespace, data, stored: dict | None = None):  
 
 
 def _check_out(path: Path, force: bool) -> None:
+    """UsageError unless the checkpoint at ``path`` may be written: new (or ``force``) and
+    writable — checked before any work, so a bad --out fails at once, not after training."""
     from fastunlearn.checkpoint import checkpoint_paths
 
     weights, sidecar = checkpoint_paths(path)
     for p in (weights, sidecar):
+        if p.is_dir():
+            raise UsageError(f"--out {path}: {p} is a directory; give a file path")
         if p.exists() and not force:
             raise UsageError(f"{p} exists; pass --force to overwrite it or choose --out")
+    _check_writable_dir(weights.parent, f"--out {path}")
+
+
+def _check_writable_dir(directory: Path, what: str) -> None:
+    """UsageError unless files can be created in ``directory`` (made as needed later): its
+    nearest existing ancestor must be a directory that accepts a file (probed with a temp
+    file that is gone at once — nothing is left behind)."""
+    anc = directory
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UsageError(f"{what}: {anc} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=anc):
+            pass
+    except OSError as err:
+        raise UsageError(f"{what}: cannot write in {anc} ({err.strerror or err})") from None
+
+
+def _check_device(device: str) -> None:
+    from fastunlearn._device import resolve_device
+
+    try:
+        resolve_device(device)
+    except (RuntimeError, ValueError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"--device {device!r}: {msg} (use auto, cpu, cuda or cuda:N)") from None
+
+
+@contextlib.contextmanager
+def _hub_offline_when_unreachable() -> Iterator[None]:
+    """Pretrained weights: when the Hugging Face Hub cannot be reached (one socket connect,
+    ≤ 3 s), switch huggingface_hub to offline mode for the block, so a cached copy loads and a
+    missing one fails at once instead of after a minute of retries."""
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=3).close()
+    except OSError:
+        pass
+    else:
+        yield
+        return
+    old_env = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:
+        hub_constants = None
+    old_flag = getattr(hub_constants, "HF_HUB_OFFLINE", None)
+    if hub_constants is not None:
+        hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
+        if hub_constants is not None:
+            hub_constants.HF_HUB_OFFLINE = old_flag
 
 
 def _scalar_accuracy(model, split) -> dict[str, float]:  # noqa: ANN001
@@ -341,9 +432,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.sisa_shards is not None:
         return _train_sisa(args, data, out, cfg)
     torch.manual_seed(args.seed)
-    model = create_model(args.model, data, pretrained=args.pretrained, weights=args.weights)
+    model = _create_model(create_model, args, data)
     part = split.retain if split else data.train
     train(model, part, cfg)
+    _refuse_nonfinite(model, f"training {args.model}", "--lr")
     if split:
         metrics = _scalar_accuracy(model, split)
     else:
@@ -353,6 +445,26 @@ def cmd_train(args: argparse.Namespace) -> int:
                            extra={"role": "retrain" if split else "original"})
     print(f"saved {path} (test_acc {metrics.get('test_acc', float('nan')):.2f} %)")
     return 0
+
+
+def _create_model(create_model, args: argparse.Namespace, data):  # noqa: ANN001, ANN202
+    """The model to train; offline ``--pretrained`` fails at once with one line."""
+    if not args.pretrained or args.weights:
+        return create_model(args.model, data, pretrained=args.pretrained, weights=args.weights)
+    with _hub_offline_when_unreachable():
+        try:
+            return create_model(args.model, data, pretrained=True)
+        except RuntimeError as err:  # the model registry's one-line "could not be downloaded"
+            raise UsageError(str(err).splitlines()[0]) from None
+
+
+def _refuse_nonfinite(model, what: str, knob: str) -> None:  # noqa: ANN001
+    from fastunlearn.train import nonfinite_tensors
+
+    bad = nonfinite_tensors(model)
+    if bad:
+        raise RunFailed(f"{what} diverged: {len(bad)} weight tensor(s) hold NaN/inf (first: "
+                        f"{bad[0]}); nothing saved — lower {knob}")
 
 
 def _train_sisa(args: argparse.Namespace, data, out: Path, cfg) -> int:  # noqa: ANN001
@@ -383,11 +495,26 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
+#: method options that have their own ``unlearn`` flag (``--set`` refuses them)
+_FLAG_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size",
+                 "seed": "--seed", "device": "--device", "progress": "--no-progress",
+                 "mask": "--mask", "mask_sparsity": "--mask-sparsity", "compile": "--compile"}
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    from fastunlearn.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+    from fastunlearn.checkpoint import (
+        checkpoint_paths,
+        load_checkpoint,
+        read_metadata,
+        save_checkpoint,
+    )
     from fastunlearn.unlearn import get_method, make_config, unlearn
 
     get_method(args.method)  # unknown method → clear error before any work
+    options = _parse_set(args.set)
+    for key in options:
+        if key in _FLAG_OPTIONS:
+            raise UsageError(f"--set {key}=…: {key} has its own flag; use {_FLAG_OPTIONS[key]}")
     if args.model_path:
         path = Path(args.model_path)
     elif args.model and args.dataset:
@@ -407,22 +534,46 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     config = make_config(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          seed=args.seed, device=args.device, progress=not args.no_progress,
                          mask=args.mask, mask_sparsity=args.mask_sparsity,
-                         **{"compile": _COMPILE_MODES[args.compile], **_parse_set(args.set)})
+                         **{"compile": _COMPILE_MODES[args.compile], **options})
     kind = "class" if split.kind == "class" else "sample"
     out = Path(args.out or path.with_name(f"{path.stem}_{config.method}_{kind}.safetensors"))
+    if _same_file(checkpoint_paths(out)[0], checkpoint_paths(path)[0]):
+        raise UsageError(f"--out {out} is the input checkpoint; the original would be lost — "
+                         "choose another --out")
     _check_out(out, args.force)
     ckpt = load_checkpoint(path)
     result = unlearn(ckpt.model, split, config)
+    if result.info.get("weights_finite") is False:
+        _refuse_nonfinite(result.model, config.method, "--lr (or --epochs)")
     metrics = _scalar_accuracy(result.model, split)
     metrics.update(result.summary())
+    unchanged = bool(result.info.get("unchanged"))
+    extra = {"role": "unlearned", "unlearn_config": config.to_dict(),
+             "source_checkpoint": str(path)}
+    if unchanged:
+        extra.update(unchanged=True, unchanged_reason=result.info.get("unchanged_reason"))
     saved = save_checkpoint(out, result.model, dataset=data, forget=split.spec, seed=args.seed,
-                            metrics=metrics,
-                            extra={"role": "unlearned", "unlearn_config": config.to_dict(),
-                                   "source_checkpoint": str(path)})
+                            metrics=metrics, extra=extra)
     print(f"saved {saved}: {config.method} on {split.describe()} in {result.rte_s:.1f} s; "
           f"forget_acc {metrics['forget_acc']:.2f} retain_acc {metrics['retain_acc']:.2f} "
           f"test_acc {metrics['test_acc']:.2f}")
+    if result.info.get("retain_collapsed"):
+        print(f"warning: validation accuracy on the retained classes collapsed toward chance "
+              f"({result.info['val_retain_acc_before']:.1f} % → "
+              f"{result.info['val_retain_acc_after']:.1f} %); the model is likely broken")
+    if unchanged:
+        print(f"model unchanged: {result.info.get('unchanged_reason')} — it equals the input "
+              f"checkpoint (saved with unchanged: true)"
+              + ("" if args.allow_unchanged else "; pass --allow-unchanged to accept it"))
+        return 0 if args.allow_unchanged else EXIT_FAILED
     return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -445,6 +596,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = _load_data(dataset, args.data_root)
     stored = meta.get("forget") or (metas["retrained"] or {}).get("forget")
     split = _forget_split(args, data, stored=stored)
+    if metas["retrained"] is not None and not args.allow_reference_mismatch:
+        problem = _reference_mismatch(data, split, metas["retrained"].get("forget"))
+        if problem:
+            raise UsageError(f"--reference {args.reference} {problem}; pass "
+                             "--allow-reference-mismatch to compare anyway")
     device = resolve_device(args.device)
     refs = {}
     for key, p in (("retrained", args.reference), ("original", args.original)):
@@ -457,8 +613,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         retrain_cost=gold_meta.get("metrics") or {})
     metrics = {"model_path": str(args.model_path), "forget": split.spec if split.kind != "indices"
                else {"type": "indices", "count": len(split.forget)}, **metrics}
+    if metrics.get("diverged") and not args.json:
+        print("model diverged (its outputs are NaN/inf): accuracies below; MIA, entropy and "
+              "divergence metrics are not computable (nan)")
     _print_metrics(metrics, args.json)
     return 0
+
+
+def _reference_mismatch(data, split, ref_spec: Any) -> str | None:  # noqa: ANN001
+    """Why the gold model (forget spec ``ref_spec``) is not the retrain of ``split``, or None."""
+    from fastunlearn.data import split_from_spec
+
+    if not ref_spec:
+        return (f"was trained on the whole training set (it forgot nothing), but the model "
+                f"forgets {split.describe()}")
+    try:
+        ref = split_from_spec(data, ref_spec)
+    except (ValueError, KeyError, TypeError) as err:
+        return f"has an unusable forget spec ({err})"
+    if not (ref.forget_idx.shape == split.forget_idx.shape
+            and bool((ref.forget_idx == split.forget_idx).all())):
+        return f"forgot {ref.describe()}, but the model forgets {split.describe()}"
+    return None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -487,11 +663,21 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fastunlearn.studies.demo import run_demo
+    from fastunlearn.studies.demo import existing_outputs, run_demo
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    existing = existing_outputs(out)
+    if existing and not args.force:
+        raise UsageError(f"{existing[0]} exists; pass --force to overwrite the demo in {out} "
+                         "or choose --out")
+    _check_writable_dir(out, f"--out {out}")
+    _check_writable_dir(Path(args.pool) if args.pool else out.parent / "pool", "--pool")
     table = run_demo(args.out, dataset=args.dataset, model=args.model,
                      forget_class=args.forget_class, epochs=args.epochs, seed=args.seed,
-                     device=args.device, progress=not args.no_progress, pool=args.pool)
+                     device=args.device, progress=not args.no_progress, pool=args.pool,
+                     force=args.force)
     print(table)
     print(f"written to {args.out}/results.md")
     return 0
@@ -501,6 +687,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     from fastunlearn.studies import StudyConfig, get_study, run
 
     get_study(args.name)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+    out = Path(args.out) if args.out else Path("runs") / "studies" / args.name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    _check_writable_dir(out, f"--out {out}")
+    _check_writable_dir(Path(args.pool) if args.pool else out.parent / "pool", "--pool")
     method_options: dict[str, dict[str, Any]] = {}
     for key, value in _parse_set(args.set).items():
         method, dot, option = key.partition(".")
@@ -562,8 +755,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        if isinstance(getattr(args, "device", None), str):
+            _check_device(args.device)
         return COMMANDS[args.command](args)
-    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except RunFailed as err:
+        sys.stderr.write(f"fastunlearn {args.command}: error: {str(err).splitlines()[0]}\n")
+        return EXIT_FAILED
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError, FileExistsError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         sys.stderr.write(f"fastunlearn {args.command}: error: {msg}\n")
         return EXIT_USAGE
