@@ -32,7 +32,7 @@ data:
 # The demo table + its report, then the cost-quality study on the same task (it reuses the
 # demo's original and gold models from runs/pool). Without Fashion-MNIST: digits, class 3.
 demo: setup data
-	$(VENV)/bin/fastunlearn demo --out runs/demo --pool runs/pool --no-progress
+	$(VENV)/bin/fastunlearn demo --out runs/demo --pool runs/pool --no-progress --force
 	$(VENV)/bin/fastunlearn report runs/demo
 	@if [ -f $(FMNIST) ] || [ -n "$$FASTUNLEARN_DATA" ]; then task="--dataset fashion-mnist --forget class:Coat"; \
 	else task="--dataset digits --forget class:3"; fi; \
