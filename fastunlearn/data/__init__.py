@@ -1,4 +1,5 @@
-"""Datasets (registry of loaders) and forget sets."""
+"""Datasets (registry of loaders), forget sets, and splits of a user's own torch Datasets
+(``ForgetSplit.from_datasets``)."""
 
 from fastunlearn.data._registry import (
     DatasetNotFoundError,
@@ -7,7 +8,7 @@ from fastunlearn.data._registry import (
     load_dataset,
     register_dataset,
 )
-from fastunlearn.data.base import DataPart, ImageDataset
+from fastunlearn.data.base import DataPart, DatasetImages, ImageDataset, LoaderOptions
 from fastunlearn.data.splits import (
     ForgetSplit,
     forget_classes,
@@ -18,9 +19,11 @@ from fastunlearn.data.splits import (
 
 __all__ = [
     "DataPart",
+    "DatasetImages",
     "DatasetNotFoundError",
     "ForgetSplit",
     "ImageDataset",
+    "LoaderOptions",
     "dataset_descriptions",
     "forget_classes",
     "forget_indices",

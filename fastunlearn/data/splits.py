@@ -9,6 +9,10 @@ sample forgetting: empty / the whole test part), and ``val`` likewise into ``val
 
 Methods read ``forget``, ``retain`` and ``val`` only; ``test`` is for evaluation (a test
 instruments it and runs every registered method).
+
+The built-in datasets (:func:`forget_classes`, :func:`forget_random`, :func:`forget_indices`)
+and a user's own torch Datasets (:meth:`ForgetSplit.from_datasets`) give the same
+:class:`ForgetSplit`, so every method, metric and report has one code path.
 """
 
 from __future__ import annotations
@@ -41,14 +45,50 @@ def _hold_out(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 @dataclass
 class ForgetSplit:
     """A dataset with a forget set. ``spec`` is JSON-serialisable and rebuilds the split
-    exactly through :func:`split_from_spec`."""
+    exactly through :func:`split_from_spec`.
+
+    ``val_fraction`` of the test part (drawn with ``val_seed``) is the validation hold-out;
+    ``val_fraction=None`` takes the dataset's fixed ``val_positions`` instead (a user's own
+    validation Dataset or indices, see :meth:`from_datasets`)."""
 
     data: ImageDataset
     forget_idx: Tensor
     spec: dict[str, Any]
     forget_class_ids: list[int] = field(default_factory=list)
-    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_fraction: float | None = DEFAULT_VAL_FRACTION
     val_seed: int = 0
+
+    @classmethod
+    def from_datasets(
+        cls,
+        train: Any,
+        *,
+        forget: Any,
+        test: Any,
+        val: Any = DEFAULT_VAL_FRACTION,
+        classes: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> ForgetSplit:
+        """A split of your own data: any map-style ``torch.utils.data.Dataset`` of ``(image
+        tensor, int label)`` (or a ``DataLoader``: its dataset, and its ``batch_size`` /
+        ``num_workers`` / ``pin_memory`` as defaults). Your transforms run as given:
+        fastunlearn normalises and augments nothing on this path.
+
+        ``forget``: training indices, a boolean mask over the training set, or a class name /
+        list of names (from ``classes=`` or ``train.classes``). ``val``: a Dataset, indices
+        into ``test``, or a fraction of ``test`` drawn with ``seed``. Labels come from a
+        ``targets`` / ``labels`` attribute when there is one, else from one pass over the
+        data. See :func:`fastunlearn.data.user.split_from_datasets`."""
+        from fastunlearn.data.user import split_from_datasets
+
+        return split_from_datasets(
+            train, forget=forget, test=test, val=val, classes=classes, batch_size=batch_size,
+            num_workers=num_workers, pin_memory=pin_memory, seed=seed, name=name,
+        )
 
     def __post_init__(self) -> None:
         self.forget_idx = torch.as_tensor(self.forget_idx, dtype=torch.long).sort().values
@@ -58,7 +98,16 @@ class ForgetSplit:
         self._forget_mask = mask
         self.retain_idx = torch.nonzero(~mask).flatten()
         n_test = len(self.data.test_labels)
-        self._val_idx, self._test_idx = _hold_out(n_test, self.val_fraction, self.val_seed)
+        if self.val_fraction is None:
+            fixed = self.data.val_positions
+            if fixed is None:
+                raise ValueError("val_fraction=None needs a dataset with fixed val_positions "
+                                 "(ForgetSplit.from_datasets with val= a Dataset or indices)")
+            held = torch.zeros(n_test, dtype=torch.bool)
+            held[fixed] = True
+            self._val_idx, self._test_idx = fixed, torch.nonzero(~held).flatten()
+        else:
+            self._val_idx, self._test_idx = _hold_out(n_test, self.val_fraction, self.val_seed)
         if self.forget_class_ids:
             tmask = torch.isin(self.data.test_labels, torch.tensor(self.forget_class_ids))
         else:
@@ -91,9 +140,16 @@ class ForgetSplit:
         return DataPart(self.data, "test", self._test_idx, "test")
 
     @property
+    def batch_size(self) -> int:
+        """The user's batch size (``from_datasets``; 128 for the built-in datasets), for
+        method configs: ``fu.FTConfig(batch_size=split.batch_size)``."""
+        return self.data.loader.batch_size
+
+    @property
     def val(self) -> DataPart:
-        """The seeded validation hold-out (``val_fraction`` of the dataset's test set): what
-        methods read for targets, step searches and guards."""
+        """The seeded validation hold-out (``val_fraction`` of the dataset's test set, or the
+        user's own validation set): what methods read for targets, step searches and
+        guards."""
         return DataPart(self.data, "test", self._val_idx, "val")
 
     @property
@@ -108,7 +164,8 @@ class ForgetSplit:
 
     def with_val(self, fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0) -> ForgetSplit:
         """The same forget set with another validation hold-out (``fraction`` of the test set,
-        drawn with ``seed``; 0 = no validation part)."""
+        drawn with ``seed``; 0 = no validation part). On a user split with its own validation
+        set, the test part it draws from includes that set."""
         return ForgetSplit(self.data, self.forget_idx, dict(self.spec), list(self.forget_class_ids),
                            val_fraction=fraction, val_seed=seed)
 
@@ -127,6 +184,8 @@ class ForgetSplit:
     def describe(self) -> str:
         if self.kind == "class":
             return f"class {', '.join(self.forget_class_names)} ({len(self.forget_idx)} samples)"
+        if self.kind == "indices":
+            return f"{len(self.forget_idx)} listed samples"
         return f"{len(self.forget_idx)} {self.kind} samples (seed {self.spec.get('seed')})"
 
 

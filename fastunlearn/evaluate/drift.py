@@ -106,20 +106,15 @@ def linear_cka_reference(x: Tensor, y: Tensor) -> float:
 # ------------------------------------------------------------------------ blocks & hooks
 
 
-def final_linear(model: nn.Module) -> nn.Linear:
-    """The classifier layer: ``model.get_classifier()`` when it is an ``nn.Linear`` (timm and
-    the small CNNs), else the last ``nn.Linear`` in ``model.modules()``."""
-    get = getattr(model, "get_classifier", None)
-    if callable(get):
-        head = get()
-        if isinstance(head, nn.Linear):
-            return head
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Linear classifier to take features from"
-        )
-    return linears[-1]
+def final_linear(model: nn.Module, head: str | None = None) -> nn.Linear:
+    """The classifier layer by :func:`fastunlearn.models.head.find_head`'s rule: ``head`` (a
+    module name) when given, else ``model.get_classifier()`` when it is an ``nn.Linear`` (timm
+    and the small CNNs), torchvision's ``fc`` / ``classifier`` / ``heads`` (``head``), else the
+    last ``nn.Linear`` in ``model.modules()``. A ValueError names ``head=`` when none is
+    found."""
+    from fastunlearn.models.head import find_head
+
+    return find_head(model, head)[1]
 
 
 def probe_blocks(model: nn.Module) -> dict[str, nn.Module]:

@@ -20,7 +20,9 @@ forgetting, a validation probe's accuracy for sample forgetting: forgotten sampl
 unseen, not mislabelled) and restores the last healthy weights if the retain probe
 collapses. ``epsilon`` is in pixel units ([0, 1] images; 0.1 as in the reference),
 converted with the dataset's normalisation, and adversarial inputs stay in the valid pixel
-range.
+range. On a user split (``ForgetSplit.from_datasets``: the user's transforms normalised the
+data, in a range fastunlearn does not know) ``epsilon`` is in the model's input units and the
+inputs are not clamped.
 """
 
 from __future__ import annotations
@@ -101,13 +103,13 @@ def nearest_wrong_class(
     x: Tensor,
     y: Tensor,
     epsilon: Tensor,
-    lo: Tensor,
-    hi: Tensor,
+    lo: Tensor | None,
+    hi: Tensor | None,
     steps: int = 1,
 ) -> Tensor:
     """The class ``model`` predicts, excluding ``y``, after an L∞ attack of radius
     ``epsilon`` (per channel, broadcast over ``x``) in ``steps`` sign-gradient steps of size
-    ``epsilon / steps``, inputs kept within ``[lo, hi]``."""
+    ``epsilon / steps``, inputs kept within ``[lo, hi]`` (not clamped when they are None)."""
     step = epsilon / steps
     x_adv = x.detach()
     for _ in range(steps):
@@ -117,11 +119,26 @@ def nearest_wrong_class(
             (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = x_adv.detach() + step * grad.sign()
         x_adv = torch.minimum(torch.maximum(x_adv, x - epsilon), x + epsilon)
-        x_adv = torch.minimum(torch.maximum(x_adv, lo), hi)
+        if lo is not None and hi is not None:
+            x_adv = torch.minimum(torch.maximum(x_adv, lo), hi)
     with torch.no_grad():
         logits = model(x_adv).float()
         logits.scatter_(1, y.unsqueeze(1), float("-inf"))
         return logits.argmax(1)
+
+
+def attack_bounds(
+    split: ForgetSplit, epsilon: float, device: torch.device
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(ε, lo, hi)`` in the model's input space: pixel units converted with the dataset's
+    normalisation, inputs kept in the image of [0, 1]; a user split (no normalisation known):
+    ``ε`` as given, no bounds."""
+    data = split.data
+    if data.mean is None or data.std is None:
+        return torch.tensor(float(epsilon), device=device), None, None
+    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    return epsilon / std, (0.0 - mean) / std, (1.0 - mean) / std
 
 
 @register_method(BoundaryShrinkConfig)
@@ -133,9 +150,7 @@ def boundary_shrink(
     device = resolve_device(config.device)
     gen = seed_everything(config.seed)
     original = frozen_copy(model)
-    mean = torch.tensor(split.data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(split.data.std, device=device).view(1, -1, 1, 1)
-    eps, lo, hi = config.epsilon / std, (0.0 - mean) / std, (1.0 - mean) / std
+    eps, lo, hi = attack_bounds(split, config.epsilon, device)
     opt = make_sgd(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
     runner = StepRunner(

@@ -24,7 +24,8 @@ Reference code: OPTML-Group/Unlearn-Saliency, ``Classification/unlearn/fisher.py
 
 Where this still differs from the reference code:
 
-* The classifier layer is found by identity (:func:`classifier_layer`); the reference treats
+* The classifier layer is found by identity (:func:`classifier_layer`, the rule of
+  :func:`fastunlearn.models.head.find_head`, or ``head=`` a module name); the reference treats
   every tensor whose first dimension equals the number of classes as "last layer" (a conv
   layer with ``C`` output channels would be caught too).
 * The forgotten rows are zeroed for every class-forgetting split (``zero_forget_head``); the
@@ -58,6 +59,7 @@ from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.kernels.fisher import LABEL_MODES, fisher_diagonal
+from fastunlearn.models.head import find_head
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
 
@@ -69,18 +71,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The final linear layer: ``model.get_classifier()`` (timm and the small nets) when it
-    is an ``nn.Linear``, else the last ``nn.Linear`` in module order."""
-    getter = getattr(model, "get_classifier", None)
-    if callable(getter):
-        head = getter()
-        if isinstance(head, nn.Linear):
-            return head
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier layer")
-    return linears[-1]
+def classifier_layer(
+    model: nn.Module, head: str | None = None, *, example: Tensor | None = None
+) -> nn.Linear:
+    """The final linear layer by :func:`fastunlearn.models.head.find_head`'s rule:
+    ``head`` (a module name) when given, else ``model.get_classifier()`` (timm and the small
+    nets), torchvision's ``fc`` / ``classifier`` / ``heads``, else the last ``nn.Linear`` the
+    forward of ``example`` reaches (the last one registered without an example)."""
+    return find_head(model, head, example=example)[1]
+
+
+def _example_input(split: ForgetSplit) -> Tensor:
+    """One zero image of the split's shape (reads no sample): the head search's probe."""
+    return torch.zeros(1, split.data.channels, *split.data.image_size)
 
 
 def mean_fisher(
@@ -145,12 +148,15 @@ def fisher_variances(
     per_unit: bool = True,
     forget_rows: list[int] | None = None,
     forget_row_var: float = 1e-4,
+    head: nn.Linear | str | None = None,
 ) -> dict[str, Tensor]:
     """The reference's ``get_mean_var`` (variances only; the means are the weights, 0 on the
     forgotten rows): clamp ``1/(F + 1e-8)`` at ``max_var`` (classifier: ``head_max_var``),
     scale by ``alpha``, average over dim 1 for 2+-D tensors (``per_unit``), set the forgotten
-    classifier rows to ``forget_row_var``, then ×10 for the classifier and every 1-D tensor."""
-    head = classifier_layer(model)
+    classifier rows to ``forget_row_var``, then ×10 for the classifier and every 1-D tensor.
+    ``head``: the classifier module, or its name (default: :func:`classifier_layer`)."""
+    if not isinstance(head, nn.Module):
+        head = classifier_layer(model, head)
     head_ids = {id(getattr(head, "weight_orig", head.weight))}
     if head.bias is not None:
         head_ids.add(id(head.bias))
@@ -182,7 +188,8 @@ class FisherConfig(UnlearnConfig):
     forgotten classifier rows at mean 0 / variance ``forget_row_var`` 1e-4 (class forgetting).
     No training: ``epochs`` and ``lr`` are not used, and ``compile`` has no effect (one Fisher
     pass, no training steps to compile; an info line says so). ``labels`` applies to
-    ``estimator="per_sample"`` only."""
+    ``estimator="per_sample"`` only. ``head``: the classifier's module name (e.g. ``"fc"``)
+    when :func:`fastunlearn.models.head.find_head`'s rule does not find it."""
 
     method = "fisher"
     epochs: int = 0
@@ -196,9 +203,12 @@ class FisherConfig(UnlearnConfig):
     per_unit: bool = True
     zero_forget_head: bool = True
     forget_row_var: float = 1e-4
+    head: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.head is not None and (not isinstance(self.head, str) or not self.head):
+            raise ValueError(f"fisher: head must be a module name or None, got {self.head!r}")
         if not (self.alpha > 0 and math.isfinite(self.alpha)):
             raise ValueError(f"fisher: alpha must be a positive number, got {self.alpha}")
         if self.num_samples < 0:
@@ -223,6 +233,7 @@ def fisher(model: nn.Module, split: ForgetSplit, config: FisherConfig) -> Unlear
     if config.compile is not False:
         log.info("fisher: compile=%r has no effect (no training steps)", config.compile)
     device = resolve_device(config.device)
+    head = classifier_layer(model, config.head, example=_example_input(split))
     gen = torch.Generator().manual_seed(config.seed)
     part = split.retain.take(config.num_samples, seed=config.seed) if config.num_samples \
         else split.retain
@@ -237,9 +248,8 @@ def fisher(model: nn.Module, split: ForgetSplit, config: FisherConfig) -> Unlear
     variances = fisher_variances(
         model, fis, alpha=config.alpha, max_var=config.max_var,
         head_max_var=config.head_max_var, per_unit=config.per_unit, forget_rows=forget_rows,
-        forget_row_var=config.forget_row_var,
+        forget_row_var=config.forget_row_var, head=head,
     )
-    head = classifier_layer(model)
     head_params = [getattr(head, "weight_orig", head.weight), head.bias]  # (pruned: weight_orig)
     noise_norm2 = 0.0
     for name, p in model.named_parameters():

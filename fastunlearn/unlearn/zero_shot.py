@@ -25,7 +25,10 @@
    ``target_forget_acc`` is set, when the forget impressions' accuracy reaches it.
 
 Only the dataset's *shape* (classes, channels, image size, normalisation) is used; the forget
-split only names the classes. Class forgetting only.
+split only names the classes. Class forgetting only. The final layer is found by
+:func:`fastunlearn.models.head.find_head` (``head=`` names it). On a user split (``mean`` /
+``std`` None: the user's transforms normalised the data, in a range fastunlearn does not know)
+input-space impressions are not clamped.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult
-from fastunlearn.unlearn.fisher import classifier_layer
+from fastunlearn.unlearn.fisher import _example_input, classifier_layer
 
 __all__ = ["ZeroShotConfig", "class_impressions", "zero_shot"]
 
@@ -65,7 +68,9 @@ class ZeroShotConfig(UnlearnConfig):
 
     ``compile`` has no effect (an info line says so): the default trains one linear layer on
     a few hundred feature vectors, and with ``space="input"`` most of the time goes into
-    synthesising the impressions (input gradients of the frozen model), not training steps."""
+    synthesising the impressions (input gradients of the frozen model), not training steps.
+    ``head``: the classifier's module name when :func:`fastunlearn.models.head.find_head`'s
+    rule does not find it."""
 
     method = "zero_shot"
     epochs: int = 30
@@ -84,9 +89,12 @@ class ZeroShotConfig(UnlearnConfig):
     target_forget_acc: float | None = None
     collapse_fraction: float = 0.5
     check_every: int = 1
+    head: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.head is not None and (not isinstance(self.head, str) or not self.head):
+            raise ValueError(f"zero_shot: head must be a module name or None, got {self.head!r}")
         if self.space not in _SPACES:
             raise ValueError(f"zero_shot: space must be one of {_SPACES}, got {self.space!r}")
         if self.forget_loss not in _FORGET_LOSSES:
@@ -116,7 +124,12 @@ class ZeroShotConfig(UnlearnConfig):
                              f"{self.collapse_fraction}")
 
 
-def _pixel_range(data: ImageDataset, device: torch.device) -> tuple[Tensor, Tensor]:
+def _pixel_range(data: ImageDataset,
+                 device: torch.device) -> tuple[Tensor, Tensor] | tuple[None, None]:
+    """The normalised image of pixel values 0 and 1; (None, None) for a user dataset (its own
+    normalisation: no known range, no clamping)."""
+    if data.mean is None or data.std is None:
+        return None, None
     m = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     s = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
     return (0 - m) / s, (1 - m) / s
@@ -124,14 +137,19 @@ def _pixel_range(data: ImageDataset, device: torch.device) -> tuple[Tensor, Tens
 
 def class_impressions(
     model: nn.Module, data: ImageDataset, config: ZeroShotConfig, device: torch.device,
-    generator: torch.Generator,
+    generator: torch.Generator, head: nn.Linear | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(impressions, labels)``: ``impressions_per_class`` synthetic samples per class, in
     normalised input space (``space="input"``) or at the final layer's input (``"features"``).
-    Reads only the dataset's shape and normalisation, never its samples."""
+    Reads only the dataset's shape and normalisation, never its samples. ``head``: the final
+    layer (default: found by :func:`classifier_layer`)."""
     k, c = config.impressions_per_class, data.num_classes
     labels = torch.arange(c, device=device).repeat_interleave(k)
-    head = classifier_layer(model)
+    if head is None:
+        example = torch.zeros(1, data.channels, *data.image_size)
+        head = classifier_layer(model, config.head, example=example)
+    lo: Tensor | None
+    hi: Tensor | None
     if config.space == "input":
         shape: tuple[int, ...] = (k * c, data.channels, *data.image_size)
         lo, hi = _pixel_range(data, device)
@@ -182,12 +200,12 @@ def zero_shot(model: nn.Module, split: ForgetSplit, config: ZeroShotConfig) -> U
     if config.compile is not False:
         log.info("zero_shot: compile=%r has no effect (see ZeroShotConfig)", config.compile)
     device = resolve_device(config.device)
+    head = classifier_layer(model, config.head, example=_example_input(split))
     gen = seed_everything(config.seed)
-    imps, labels = class_impressions(model, split.data, config, device, gen)
+    imps, labels = class_impressions(model, split.data, config, device, gen, head)
     is_forget = torch.isin(labels, torch.tensor(split.forget_class_ids, device=device))
     xf, yf = imps[is_forget], labels[is_forget]
     xr, yr = imps[~is_forget], labels[~is_forget]
-    head = classifier_layer(model)
     fn: nn.Module = model if config.space == "input" else head
     with torch.no_grad():
         fn.eval()
