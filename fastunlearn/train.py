@@ -118,14 +118,17 @@ def nonfinite_tensors(model: nn.Module) -> list[str]:
 
 def check_model_fits(model: nn.Module, part: DataPart, where: str) -> None:
     """ValueError unless ``model`` outputs one logit per class of ``part``'s dataset (one
-    forward pass on one sample, in eval mode, every submodule's mode restored)."""
+    forward pass of a zero image of the dataset's shape — no sample is read, so data-free
+    methods stay data-free — in eval mode, every submodule's mode restored)."""
+    from fastunlearn._device import model_device
     from fastunlearn._modes import eval_mode
-    from fastunlearn.inference import predict_logits
 
     if len(part) == 0:
         return
-    with eval_mode(model):
-        width = predict_logits(model, part.take(1)).shape[1]
+    shape = tuple(int(d) for d in part._images.shape[1:])
+    x = torch.zeros((1, *shape), device=model_device(model))
+    with eval_mode(model), torch.no_grad():
+        width = model(x).shape[1]
     c = part.dataset.num_classes
     if width != c:
         raise ValueError(

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # any plain model (sisa needs a SISA-trained ensemble, retrain is the reference row).
 FAST_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun", "boundary_shrink", "scrub",
                 "two_stage", "fisher", "influence", "zero_shot")
+# the default of cost-quality: the fast ones plus methods III (issue 16)
+COST_QUALITY_METHODS = FAST_METHODS + ("ssd", "sfr_on", "rum", "msg", "ct", "delete")
 NOT_FOR_STUDIES = ("retrain", "sisa")
 EXECUTORS = engine.EXECUTORS
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from fastunlearn.studies import engine
 from fastunlearn.studies.base import (
+    COST_QUALITY_METHODS,
     StudyConfig,
     StudyContext,
     cell,
@@ -106,7 +107,7 @@ class CostQuality:
         study_options(config)
         forget = default_forget(config, data)
         runs = task_runs(config, dataset=config.dataset, model=config.model, forget=forget,
-                         methods=config.method_list())
+                         methods=_methods(config, forget))
         for seed in range(config.seeds):  # the do-nothing row
             runs.append(engine.make_run(dataset=config.dataset, model=config.model,
                                         forget=forget, method=engine.DO_NOTHING,
@@ -206,6 +207,16 @@ class CostQuality:
         return text
 
 
+def _methods(config: StudyConfig, forget: dict[str, Any]) -> tuple[str, ...]:
+    """``--methods``, else :data:`COST_QUALITY_METHODS` (the class-only ones only for class
+    forgetting)."""
+    if config.methods:
+        return tuple(config.methods)
+    class_only = ("zero_shot", "delete")
+    return tuple(m for m in COST_QUALITY_METHODS
+                 if forget.get("type") == "class" or m not in class_only)
+
+
 def _audit(ctx: StudyContext, shadows: int) -> dict[str, dict[str, Any]]:
     """Run the per-example audit of the study's methods; ``{method: audit row}`` (the audit's
     ``retrain`` row is retrain vs an independent retrain)."""
@@ -213,9 +224,8 @@ def _audit(ctx: StudyContext, shadows: int) -> dict[str, dict[str, Any]]:
     from fastunlearn.studies.base import parse_forget
 
     cfg = ctx.config
-    methods = tuple(cfg.method_list())
     forget = cfg.forget or f"class:{ctx.data.classes[0]}"
-    parse_forget(forget, ctx.data.classes)
+    methods = _methods(cfg, parse_forget(forget, ctx.data.classes))
     pool = cfg.pool or str(ctx.out.parent / "pool")
     res = audit(AuditConfig(
         methods=methods, dataset=cfg.dataset, model=cfg.model, forget=forget,
