@@ -30,6 +30,7 @@ _LAZY = {
     "unlearn": "fastunlearn.unlearn",
     "list_methods": "fastunlearn.unlearn",
     "register_method": "fastunlearn.unlearn",
+    "register_methods_from": "fastunlearn.unlearn._registry",
     "UnlearnConfig": "fastunlearn.unlearn",
     "UnlearnResult": "fastunlearn.unlearn",
     "RetrainConfig": "fastunlearn.unlearn",

@@ -22,6 +22,11 @@ result.
 ``method == "retrain"`` is the gold model itself (evaluated against itself: every gap is 0 and
 ``rte_ratio`` is 1) — the reference row of each task, not a new training run.
 
+A method registered outside fastunlearn (``fu.register_methods_from``, an entry point, a plain
+import) is run in process-pool and Ray workers too: :func:`execute` records its defining module
+in the run's non-key field ``"method_module"`` and :func:`execute_run` imports that module in
+the worker before building the config (it must be importable there).
+
 A method that raises, or diverges to NaN/inf weights, does not stop the study: its run is
 recorded as failed (``"status": "failed"`` and the reason in ``"failure"``; no quality metrics,
 so tables show "—") and the study goes on. Failed runs are finished runs: a rerun keeps them
@@ -451,9 +456,11 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
     ...}``); an existing finished result evaluated the same way is returned as is with
     ``"skipped": True``. A method that raises or diverges gives a ``"failed"`` result.
     """
+    from fastunlearn._device import resolve_device
     from fastunlearn.data import split_from_spec
     from fastunlearn.evaluate.core import EvalConfig, Evaluator
     from fastunlearn.unlearn import make_config, unlearn
+    from fastunlearn.unlearn._registry import import_method_module
 
     if threads:
         torch.set_num_threads(threads)
@@ -491,7 +498,13 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
             else:
                 start = copy.deepcopy(original)
                 apply_variant(start, run["variant"])
-                cfg = make_config(run["method"], **{"seed": run["seed"], "device": device,
+                # a method registered by the parent process only (not built in): import its
+                # module here, in a fresh process-pool or Ray worker, before looking it up
+                import_method_module(run.get("method_module"))
+                # the pool model is loaded on the CPU: "auto" means the study's device (CUDA
+                # when there is one), named so that unlearn() moves the model there
+                cfg = make_config(run["method"], **{"seed": run["seed"],
+                                                    "device": str(resolve_device(device)),
                                                     "progress": False, **run["config"]})
                 res = unlearn(start, split, cfg, inplace=True)
                 model, cost = res.model, {"rte_s": res.rte_s, "peak_mem_mb": res.peak_mem_mb}
@@ -598,6 +611,26 @@ def _ray() -> Any:
     return ray
 
 
+def _with_method_module(run: dict[str, Any], in_workers: bool) -> dict[str, Any]:
+    """``run`` plus ``"method_module"`` (not part of the key) when its method is registered
+    outside fastunlearn, so that a worker process can import it (:func:`execute_run`)."""
+    from fastunlearn.unlearn._registry import get_method, method_module
+
+    if run.get("method_module") or run["method"] in ("retrain", DO_NOTHING):
+        return run
+    try:
+        module = method_module(run["method"])
+    except ValueError:  # an unknown method: its run fails and says so
+        return run
+    if module is not None:
+        run["method_module"] = module
+    elif in_workers and not get_method(run["method"]).fn.__module__.startswith("fastunlearn."):
+        log.warning("method %r is defined in the main script: worker processes may not know "
+                    "it; define it in an importable module (fu.register_methods_from)",
+                    run["method"])
+    return run
+
+
 def execute(
     runs: Iterable[Mapping[str, Any]],
     out_dir: str | Path,
@@ -628,7 +661,8 @@ def execute(
         threads = max(1, (os.cpu_count() or 1) // workers)  # no oversubscription
     elif threads is None and executor == "ray":
         threads = max(1, int(cpus_per_run))
-    runs = [dict(r) for r in runs]
+    in_workers = executor != "local" or workers > 1
+    runs = [_with_method_module(dict(r), in_workers) for r in runs]
     keys = [r["key"] for r in runs]
     if len(set(keys)) != len(keys):
         raise ValueError("two runs of the study have the same key; make their configs differ")

@@ -1,30 +1,44 @@
 """Method registry: ``@register_method(Config)`` on ``fn(model, split, config) -> UnlearnResult``.
 
-``unlearn(model, split, config)`` copies the model (the original is never modified), moves it
-to the configured device, times the method honestly (synchronised; precomputation included)
-and fills in ``rte_s`` and ``peak_mem_mb``.
+``unlearn(model, split, config)`` copies the model (the original is never modified), runs it
+where the model is (or on ``config.device`` when one is named), times the method honestly
+(synchronised; precomputation included), fills in ``rte_s`` and ``peak_mem_mb`` and leaves
+the caller's global RNG state as it found it.
+
+Third-party methods: besides the built-ins, the registry imports every module named by an
+entry point of the group :data:`ENTRY_POINT_GROUP` (``fastunlearn.methods``) and every module
+listed in the environment variable :data:`ENV_VAR` (``FASTUNLEARN_METHODS=pkg.a,pkg.b``), the
+first time a method is looked up; a plugin that fails to import is logged and skipped.
+:func:`register_methods_from` imports modules explicitly (errors raise). Study workers
+(process pool, Ray) import the defining module of a non-built-in method before running it.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import logging
+import os
+import random
+import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from importlib.metadata import entry_points
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn._timing import measure
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import check_model_fits, check_split_arg, nonfinite_tensors
 from fastunlearn.unlearn._losses import RetainHealth
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, explicit_device, method_device
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +54,14 @@ class MethodEntry:
 
 
 _METHODS: dict[str, MethodEntry] = {}
+
+#: the entry-point group third-party packages declare their method modules in, e.g. in
+#: ``pyproject.toml``: ``[project.entry-points."fastunlearn.methods"] mine = "my_pkg.methods"``
+ENTRY_POINT_GROUP = "fastunlearn.methods"
+#: comma-separated module paths imported (registering their methods) on first lookup
+ENV_VAR = "FASTUNLEARN_METHODS"
+_BUILTIN_PREFIX = "fastunlearn."
+_plugins_loaded = False
 
 
 def register_method(config_cls: type[UnlearnConfig]) -> Callable[[MethodFn], MethodFn]:
@@ -60,7 +82,65 @@ def register_method(config_cls: type[UnlearnConfig]) -> Callable[[MethodFn], Met
 
 
 def _ensure_builtin() -> None:
+    """Register the built-in methods, then (once per process) the plugins: entry points of
+    :data:`ENTRY_POINT_GROUP` and the modules in :data:`ENV_VAR`."""
+    global _plugins_loaded
     from fastunlearn.unlearn import methods  # noqa: F401  (imports register the built-ins)
+
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # first: a plugin that looks methods up must not recurse
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        _load_plugin(f"entry point {ep.name!r} ({ep.value})", ep.load)
+    for module in _env_modules():
+        _load_plugin(f"module {module!r} from ${ENV_VAR}",
+                     lambda m=module: importlib.import_module(m))
+
+
+def _env_modules() -> list[str]:
+    return [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
+
+
+def _load_plugin(what: str, load: Callable[[], Any]) -> None:
+    """Import one plugin; its failure is logged (with the traceback at debug level) and the
+    other methods stay usable."""
+    try:
+        load()
+    except Exception as err:  # noqa: BLE001 - a broken plugin must not break the others
+        log.warning("fastunlearn: could not load method plugin %s: %s: %s", what,
+                    type(err).__name__, err)
+        log.debug("plugin %s failed", what, exc_info=True)
+
+
+def register_methods_from(*modules: str) -> list[str]:
+    """Import each module (a dotted path such as ``"my_pkg.my_methods"``) so that its
+    ``@register_method`` decorators run; returns the names of the methods it registered (a
+    module imported before registers nothing new). Import errors raise. Study runs of these
+    methods work in process-pool and Ray workers too: the worker imports the method's module
+    (it must be importable there — installed, or on ``PYTHONPATH``)."""
+    _ensure_builtin()
+    before = set(_METHODS)
+    for module in modules:
+        if not isinstance(module, str) or not module.strip():
+            raise TypeError(f"register_methods_from needs module paths, got {module!r}")
+        importlib.import_module(module.strip())
+    return sorted(set(_METHODS) - before)
+
+
+def method_module(name: str) -> str | None:
+    """The module whose import registers method ``name`` — None for a built-in method and for
+    one defined in ``__main__`` (which no worker can import by name)."""
+    module = get_method(name).fn.__module__
+    if module.startswith(_BUILTIN_PREFIX) or module in ("__main__", "__mp_main__"):
+        return None
+    return module
+
+
+def import_method_module(module: str | None) -> None:
+    """Import a method's defining module (see :func:`method_module`) in a worker process, so
+    that a method registered by the parent exists here too; a no-op when already imported."""
+    if module and module not in sys.modules:
+        importlib.import_module(module)
 
 
 def list_methods() -> dict[str, str]:
@@ -167,14 +247,20 @@ def unlearn(
     entry = get_method(config.method)
     if not isinstance(config, entry.config_cls):
         raise TypeError(f"method {entry.name!r} expects {entry.config_cls.__name__}")
-    device = resolve_device(config.device)
-    work = model if inplace else copy.deepcopy(model)
-    work.to(device)
-    check_model_fits(work, split.retain, f"unlearn ({entry.name})")
-    before = _snapshot(work) if inplace else model.state_dict()
-    health = RetainHealth.measure(work, split, seed=config.seed)
-    with measure(device) as m:
-        result = entry.fn(work, split, config)
+    device = method_device(model, config)
+    with preserved_rng(_cuda_indices(model, device)):
+        work = model if inplace else copy.deepcopy(model)
+        if explicit_device(config):
+            work.to(device)
+        check_model_fits(work, split.retain, f"unlearn ({entry.name})")
+        before = _snapshot(work) if inplace else model.state_dict()
+        health = RetainHealth.measure(work, split, seed=config.seed)
+        run_config = _on_device(config, device)
+        torch.manual_seed(config.seed)  # what a method draws from the global RNG is seeded too
+        with measure(device) as m:
+            result = entry.fn(work, split, run_config)
+    if result.config is run_config:
+        result.config = config  # the caller's config ("auto" stays "auto")
     result.rte_s = m.seconds
     result.peak_mem_mb = m.peak_mem_mb
     spec = getattr(model, "fastunlearn_spec", None)
@@ -196,6 +282,59 @@ def unlearn(
     if health is not None:
         result.info.update(health.check(result.model, entry.name))
     return result
+
+
+def _on_device(config: UnlearnConfig, device: torch.device) -> UnlearnConfig:
+    """``config`` with ``device="auto"`` replaced by the concrete device, so everything the
+    method passes it on to (``fu.train``, inner configs, ``resolve_device``) stays there too.
+    A shallow copy: ``__post_init__`` does not run again."""
+    if explicit_device(config):
+        return config
+    pinned = copy.copy(config)
+    object.__setattr__(pinned, "device", str(device))
+    return pinned
+
+
+def _cuda_indices(model: nn.Module, device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG a run may touch: none while CUDA is unused (not initialised,
+    model and run off CUDA), else every one (a method's ``torch.manual_seed`` seeds them
+    all)."""
+    used = {device} | {t.device for t in (*model.parameters(), *model.buffers())}
+    if torch.cuda.is_initialized() or any(d.type == "cuda" for d in used):
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+@contextmanager
+def preserved_rng(cuda_devices: list[int]) -> Iterator[None]:
+    """Restore, on exit, the global RNG states a method may use: torch's CPU generator, the
+    given CUDA devices' generators, the seed CUDA would receive on its (lazy) initialisation,
+    Python's ``random`` and numpy's legacy global generator."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    lazy = _lazy_cuda_seed()
+    try:
+        with torch.random.fork_rng(devices=cuda_devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        _restore_lazy_cuda_seed(lazy)
+
+
+def _lazy_cuda_seed() -> dict[str, Any] | None:
+    """Before CUDA is initialised, ``torch.manual_seed`` queues the CUDA seed for later
+    (``torch.cuda._lazy_seed_tracker``, private): a snapshot of that queue, or None."""
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    if tracker is None or torch.cuda.is_initialized() or not hasattr(tracker, "__dict__"):
+        return None
+    return {k: copy.copy(v) for k, v in vars(tracker).items()}
+
+
+def _restore_lazy_cuda_seed(saved: dict[str, Any] | None) -> None:
+    if saved is None or torch.cuda.is_initialized():
+        return
+    vars(torch.cuda._lazy_seed_tracker).update(saved)
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

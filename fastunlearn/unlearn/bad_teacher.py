@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.inference import accuracy
 from fastunlearn.train import seed_everything
@@ -42,7 +41,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
 
 @dataclass
@@ -81,7 +80,7 @@ class BadTeacherConfig(UnlearnConfig):
 def bad_teacher(model: nn.Module, split: ForgetSplit, config: BadTeacherConfig) -> UnlearnResult:
     """Distil from the original on retain and from a random-init teacher on forget."""
     check_split(split, "bad_teacher")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     good = frozen_copy(model)
     bad = frozen_copy(random_init_copy(model, config.teacher_seed))

@@ -6,8 +6,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
+from fastunlearn._device import model_device, resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.kernels.compile import check_compile_mode
 
@@ -18,6 +20,8 @@ class UnlearnConfig:
 
     ``compile``: False (default), True or ``"auto"`` — run the training steps' forward through
     ``torch.compile`` (:mod:`fastunlearn.kernels.compile`); its cost lands in the cold RTE.
+    ``device``: ``"auto"`` (default) runs where the model already is; a device name
+    (``"cpu"``, ``"cuda:1"``) moves the model there (:func:`method_device`).
     """
 
     method: ClassVar[str] = ""
@@ -45,6 +49,21 @@ class UnlearnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
+
+
+def explicit_device(config: UnlearnConfig) -> bool:
+    """Whether ``config.device`` names a device (anything but ``"auto"`` / None)."""
+    return config.device is not None and config.device != "auto"
+
+
+def method_device(model: nn.Module, config: UnlearnConfig) -> torch.device:
+    """The device a method runs ``model`` on: ``config.device`` when it names one, else
+    (``"auto"``) the model's own device (its first parameter's; CPU for a model without
+    any) — the model stays where the caller put it. Methods call this rather than
+    ``resolve_device(config.device)``."""
+    if explicit_device(config):
+        return resolve_device(config.device)
+    return model_device(model)
 
 
 @dataclass

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
@@ -50,7 +49,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import make_sgd
 
 
@@ -147,7 +146,7 @@ def boundary_shrink(
 ) -> UnlearnResult:
     """Relabel forget samples to their nearest wrong class (adversarial step), fine-tune."""
     check_split(split, "boundary_shrink")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     original = frozen_copy(model)
     eps, lo, hi = attack_bounds(split, config.epsilon, device)

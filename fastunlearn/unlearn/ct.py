@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.unlearn._losses import StepRunner, check_nonneg, run_epochs, steps_per_epoch
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
 __all__ = ["CTConfig", "ct", "transpose_conv_kernels"]
 
@@ -96,7 +95,7 @@ def epoch_cosine(epoch: int, epochs: int) -> float:
 def ct(model: nn.Module, split: ForgetSplit, config: CTConfig) -> UnlearnResult:
     """CT (NeurIPS-2023 challenge): transpose every conv kernel, then fine-tune on retain."""
     check_split(split, "ct", needs_forget=False)
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = torch.Generator().manual_seed(config.seed)
     done, skipped = transpose_conv_kernels(model)
     if done == 0:

@@ -41,11 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.unlearn._losses import StepRunner, frozen_copy, steps_per_epoch
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, method_device
 
 __all__ = ["DeleteConfig", "delete", "masked_teacher_probs"]
 
@@ -100,7 +99,7 @@ def delete(model: nn.Module, split: ForgetSplit, config: DeleteConfig) -> Unlear
                          f"(forget_classes), not a {split.kind!r} one")
     if len(split.forget) == 0:
         raise ValueError("delete: the forget set is empty")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = torch.Generator().manual_seed(config.seed)
     teacher = frozen_copy(model)
     classes = list(split.forget_class_ids) if config.mask == "forget_classes" else None

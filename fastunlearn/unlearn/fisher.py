@@ -54,14 +54,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.kernels.fisher import LABEL_MODES, fisher_diagonal
 from fastunlearn.models.head import find_head
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
 __all__ = [
     "FisherConfig", "classifier_layer", "expected_batch_fisher", "fisher", "fisher_variances",
@@ -232,7 +231,7 @@ def fisher(model: nn.Module, split: ForgetSplit, config: FisherConfig) -> Unlear
     check_split(split, "fisher")
     if config.compile is not False:
         log.info("fisher: compile=%r has no effect (no training steps)", config.compile)
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     head = classifier_layer(model, config.head, example=_example_input(split))
     gen = torch.Generator().manual_seed(config.seed)
     part = split.retain.take(config.num_samples, seed=config.seed) if config.num_samples \

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import TrainConfig, seed_everything, train
 from fastunlearn.unlearn._losses import StepRunner, run_epochs, steps_per_epoch
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
 
 
@@ -72,7 +71,7 @@ def ft(model: nn.Module, split: ForgetSplit, config: FTConfig) -> UnlearnResult:
     if config.mask is None:
         train(model, split.retain, config.train_config(), eval_on={})
         return UnlearnResult(model, "ft", config, info=info)
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     masks = masks_for_config(model, split.forget, config)
     gen = seed_everything(config.seed)
     opt = make_sgd(

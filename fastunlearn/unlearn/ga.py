@@ -31,13 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.inference import accuracy
 from fastunlearn.kernels.compile import CompiledForward, compiled_forward
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def ga(
     ``masks`` (``{param_name: BoolTensor}``) overrides the mask ``config.mask`` would compute
     (``salun`` uses this to run GA on its own mask)."""
     check_split(split, "ga")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     if masks is None:
         masks = masks_for_config(model, split.forget, config)
     gen = seed_everything(config.seed)

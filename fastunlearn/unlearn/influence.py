@@ -34,14 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.inference import accuracy
 from fastunlearn.kernels.fisher import per_sample_grads
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.fisher import mean_fisher
 
 __all__ = ["InfluenceConfig", "influence", "woodfisher_solve"]
@@ -135,7 +134,7 @@ def influence(model: nn.Module, split: ForgetSplit, config: InfluenceConfig) -> 
     check_split(split, "influence")
     if config.compile is not False:
         log.info("influence: compile=%r has no effect (no training steps)", config.compile)
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = dict(model.named_parameters())

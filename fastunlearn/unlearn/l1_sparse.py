@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
@@ -26,7 +25,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import make_sgd
 
 
@@ -68,7 +67,7 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
 def l1_sparse(model: nn.Module, split: ForgetSplit, config: L1SparseConfig) -> UnlearnResult:
     """Fine-tune on the retain set with a linearly decaying ℓ1 penalty (Jia et al.)."""
     check_split(split, "l1_sparse", needs_forget=False)
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     opt = make_sgd(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch(len(split.retain), config.batch_size)

@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
@@ -61,7 +60,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
 __all__ = ["MSGConfig", "msg", "msg_gradient", "reinit_small_gradients", "triangle_factor"]
 
@@ -175,7 +174,7 @@ def reinit_small_gradients(
 def msg(model: nn.Module, split: ForgetSplit, config: MSGConfig) -> UnlearnResult:
     """MSG (NeurIPS-2023 challenge): re-init small-gradient conv weights, damped fine-tune."""
     check_split(split, "msg")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = torch.Generator().manual_seed(config.seed)
     grads = msg_gradient(model, split, config.batch_size, gen, device)
     masks = reinit_small_gradients(model, grads, config.init_rate, gen,

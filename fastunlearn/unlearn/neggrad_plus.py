@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
@@ -39,7 +38,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
 
 
@@ -89,7 +88,7 @@ class NegGradPlusConfig(UnlearnConfig):
 def neggrad_plus(model: nn.Module, split: ForgetSplit, config: NegGradPlusConfig) -> UnlearnResult:
     """NegGrad+: β·CE(retain) − (1−β)·CE(forget) per step (Kurmanji et al.)."""
     check_split(split, "neggrad_plus")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     masks = masks_for_config(model, split.forget, config)
     gen = seed_everything(config.seed)
     opt = make_sgd(

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
@@ -33,7 +32,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
 
 
@@ -84,7 +83,7 @@ def random_label_training(
     model: nn.Module, split: ForgetSplit, config: RLOptions, masks: dict | None, name: str
 ) -> int:
     """The RL loop (shared with ``salun`` / ``ig_salun``); returns the number of steps."""
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     c = split.data.num_classes
     n_ret = len(split.retain)

@@ -71,14 +71,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.inference import predict_logits
 from fastunlearn.unlearn._losses import check_nonneg, check_positive_int
 from fastunlearn.unlearn._registry import get_method, register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
 __all__ = [
     "GROUPS", "REFERENCE_NEGGRAD_PLUS", "RUMConfig", "memorization_scores", "rum", "rum_groups",
@@ -235,7 +234,7 @@ def _curvature(model: nn.Module, part: DataPart, h: float, batch_size: int,
 def memorization_scores(model: nn.Module, split: ForgetSplit, config: RUMConfig) -> Tensor:
     """One memorization score per forget example (float64, CPU, in ``split.forget`` order;
     higher = more memorised) from ``config.proxy``."""
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     forget = split.forget
     if config.proxy == "confidence":
         logp = torch.log_softmax(predict_logits(model, forget).double(), 1)

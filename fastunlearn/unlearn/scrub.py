@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
@@ -44,7 +43,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import make_sgd
 
 
@@ -98,7 +97,7 @@ class SCRUBConfig(UnlearnConfig):
 def scrub(model: nn.Module, split: ForgetSplit, config: SCRUBConfig) -> UnlearnResult:
     """SCRUB: teacher–student max-steps on forget (−KL) and min-steps on retain (KL + CE)."""
     check_split(split, "scrub")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     teacher = frozen_copy(model)
     n_ret = len(split.retain)

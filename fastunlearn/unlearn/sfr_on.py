@@ -48,7 +48,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import lr_factor
 from fastunlearn.unlearn._losses import (
@@ -61,7 +60,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import mask_density
 from fastunlearn.unlearn.ssd import batch_mean_grad_sq
 
@@ -140,7 +139,7 @@ def sfr_saliency_mask(
 def sfr_on(model: nn.Module, split: ForgetSplit, config: SFROnConfig) -> UnlearnResult:
     """SFR-on: masked, clipped, loss-weighted forget ascent interleaved with retain descent."""
     check_split(split, "sfr_on")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = torch.Generator().manual_seed(config.seed)
     masks = sfr_saliency_mask(model, split, config, gen, device) if config.mask else None
     params = dict(model.named_parameters())

@@ -55,13 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.unlearn._losses import concat_parts
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.fisher import mean_fisher
 
 __all__ = ["SSDConfig", "batch_mean_grad_sq", "ssd", "ssd_dampening", "ssd_importances"]
@@ -149,7 +148,7 @@ def ssd_importances(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """``(I_f, I_D)``: the importances of the forget set and of the training set, on the
     parts :func:`ssd` uses (deterministic for a given ``config.seed``)."""
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     forget, full = _parts(split, config)
     if config.importance == "fisher":
         kw = {"labels": "data", "batch_size": config.batch_size, "device": device}

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
@@ -42,7 +41,7 @@ from fastunlearn.unlearn._losses import (
     steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import make_sgd
 
 
@@ -88,7 +87,7 @@ class TwoStageConfig(UnlearnConfig):
 def two_stage(model: nn.Module, split: ForgetSplit, config: TwoStageConfig) -> UnlearnResult:
     """Stage 1 KL(uniform‖p) on forget; stage 2 contrastive push from retain + CE on retain."""
     check_split(split, "two_stage")
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     gen = seed_everything(config.seed)
     info: dict = {}
     model.train()

@@ -43,12 +43,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fastunlearn._device import resolve_device
 from fastunlearn.data.base import ImageDataset
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
-from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult
+from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, method_device
 from fastunlearn.unlearn.fisher import _example_input, classifier_layer
 
 __all__ = ["ZeroShotConfig", "class_impressions", "zero_shot"]
@@ -199,7 +198,7 @@ def zero_shot(model: nn.Module, split: ForgetSplit, config: ZeroShotConfig) -> U
                          "use forget_classes(...)")
     if config.compile is not False:
         log.info("zero_shot: compile=%r has no effect (see ZeroShotConfig)", config.compile)
-    device = resolve_device(config.device)
+    device = method_device(model, config)
     head = classifier_layer(model, config.head, example=_example_input(split))
     gen = seed_everything(config.seed)
     imps, labels = class_impressions(model, split.data, config, device, gen, head)
