@@ -541,7 +541,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is the input checkpoint; the original would be lost — "
                          "choose another --out")
     _check_out(out, args.force)
-    ckpt = load_checkpoint(path)
+    from fastunlearn._device import resolve_device
+
+    # a checkpoint loads onto the CPU; --device auto means "the best device here" on the CLI
+    ckpt = load_checkpoint(path, device=resolve_device(args.device))
     result = unlearn(ckpt.model, split, config)
     if result.info.get("weights_finite") is False:
         _refuse_nonfinite(result.model, config.method, "--lr (or --epochs)")

@@ -308,6 +308,7 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
                       threads: int | None = None) -> dict[str, Any]:
     """Unlearn shadow ``run["index"]`` with ``run["method"]`` and record φ on the forget set,
     the KLoM retain/validation points, accuracies and (first shadows) the feature checks."""
+    from fastunlearn._device import resolve_device
     from fastunlearn.evaluate.accuracy import accuracy_metrics
     from fastunlearn.unlearn import make_config, unlearn
 
@@ -332,7 +333,9 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
             model, meta2 = engine._load_pool(pool, pool_key(task, i, "retrain2"))
             rte = float(meta2.get("metrics", {}).get("rte_s", math.nan))
         else:
-            cfg = make_config(method, **{"seed": task.seed * 1000 + i, "device": device,
+            # pool models load onto the CPU: "auto" here means the best device of the machine
+            cfg = make_config(method, **{"seed": task.seed * 1000 + i,
+                                         "device": str(resolve_device(device)),
                                          "progress": False, **run["config"]})
             res = unlearn(original, split, cfg)
             model, rte = res.model, res.rte_s
