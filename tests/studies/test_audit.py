@@ -119,3 +119,19 @@ def test_cli_audit_retrain_ceiling_on_class_forgetting(tmp_path, capsys):
     assert orig["forget_acc"] > 90 and gold["forget_acc"] == 0
     assert orig["forget_score"] < 0.05 < gold["forget_score"], (orig, gold)
     assert orig["ulira_auc"] > gold["ulira_auc"]
+
+
+def test_process_executor_gives_the_local_results(tmp_path):
+    small = {**TASK, "epochs": 2, "probe_shadows": 0, "threads": 1}
+    local = audit(AuditConfig(methods=("ga",), forget="random:10%", out=str(tmp_path / "l"),
+                              pool=str(tmp_path / "pool-l"), **small))
+    proc = audit(AuditConfig(methods=("ga",), forget="random:10%", out=str(tmp_path / "p"),
+                             pool=str(tmp_path / "pool-p"), executor="process", workers=2,
+                             **small))
+    assert proc.counts["pool_trained"] == 24 and proc.counts["ran"] == 24
+    timing = {"rte_s"}
+    for a, b in zip(local.rows, proc.rows):
+        assert a["method"] == b["method"]
+        for k in a:
+            if k not in timing and isinstance(a[k], float):
+                assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9, nan_ok=True), (k, a, b)
