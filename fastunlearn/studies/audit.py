@@ -547,14 +547,8 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
     bar = tqdm(total=len(jobs) + len(todo), desc=f"audit {out.name}", unit="job",
                disable=not config.progress)
 
-    def pool_done(res: dict[str, Any]) -> None:
-        counts["pool_trained" if res["trained"] else "pool_reused"] += 1
-        bar.update(1)
-
-    def run_done(res: dict[str, Any]) -> None:
-        counts["skipped" if res["skipped"] else "ran"] += 1
-        bar.update(1)
-        bar.set_postfix_str(f"{res['method']} #{res['index']}")
+    pool_done, run_done = engine.progress_callbacks(
+        bar, counts, lambda res: f"{res['method']} #{res['index']}")
 
     resources = {"cpus": 1, "gpus": 0}
     try:

@@ -631,6 +631,24 @@ def _with_method_module(run: dict[str, Any], in_workers: bool) -> dict[str, Any]
     return run
 
 
+def progress_callbacks(
+    bar: Any, counts: dict[str, int], postfix: Callable[[dict[str, Any]], str],
+) -> tuple[Callable[[dict[str, Any]], None], Callable[[dict[str, Any]], None]]:
+    """``(pool_done, run_done)`` for :func:`_dispatch`: count pool models trained/reused and
+    runs ran/skipped, advance ``bar`` and show ``postfix(result)`` of the last run."""
+
+    def pool_done(res: dict[str, Any]) -> None:
+        counts["pool_trained" if res["trained"] else "pool_reused"] += 1
+        bar.update(1)
+
+    def run_done(res: dict[str, Any]) -> None:
+        counts["skipped" if res["skipped"] else "ran"] += 1
+        bar.update(1)
+        bar.set_postfix_str(postfix(res))
+
+    return pool_done, run_done
+
+
 def execute(
     runs: Iterable[Mapping[str, Any]],
     out_dir: str | Path,
@@ -683,14 +701,8 @@ def execute(
     bar = tqdm(total=len(pool_jobs) + len(todo), desc=f"study {out.name}", disable=not progress,
                unit="job")
 
-    def pool_done(res: dict[str, Any]) -> None:
-        counts["pool_trained" if res["trained"] else "pool_reused"] += 1
-        bar.update(1)
-
-    def run_done(res: dict[str, Any]) -> None:
-        counts["skipped" if res["skipped"] else "ran"] += 1
-        bar.update(1)
-        bar.set_postfix_str(f"{res['run']['method']} {res['wall_s']:.0f}s")
+    pool_done, run_done = progress_callbacks(
+        bar, counts, lambda res: f"{res['run']['method']} {res['wall_s']:.0f}s")
 
     try:
         _dispatch(build_pool_model, [(j, str(pool), device, threads) for j in pool_jobs.values()],

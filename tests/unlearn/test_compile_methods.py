@@ -16,7 +16,7 @@ import shutil
 import pytest
 import torch
 
-from fastunlearn.data import forget_classes, forget_indices
+from fastunlearn.data import forget_indices
 from fastunlearn.inference import accuracy
 from fastunlearn.kernels import compile as fc
 from fastunlearn.train import TrainConfig
@@ -64,11 +64,6 @@ def _isolated_cache(tmp_path, monkeypatch):
     fc.forget_compile_decisions()
     yield
     fc.forget_compile_decisions()
-
-
-@pytest.fixture(scope="module")
-def class_split(digits):
-    return forget_classes(digits, ["3"])
 
 
 @pytest.fixture

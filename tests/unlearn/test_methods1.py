@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from fastunlearn.data import forget_classes, forget_random
+from fastunlearn.data import forget_classes
 from fastunlearn.evaluate.accuracy import accuracy_metrics
 from fastunlearn.unlearn import get_method, list_methods, make_config, unlearn
 from fastunlearn.unlearn.bad_teacher import BadTeacherConfig
@@ -48,16 +48,6 @@ DEFAULTS = {name: type(cfg)(**COMMON) for name, cfg in DIGITS.items()}
 
 ELEVEN = ("ft", "ga", "neggrad_plus", "rl", "l1_sparse", "salun", "ig_salun", "two_stage",
           "scrub", "bad_teacher", "boundary_shrink")
-
-
-@pytest.fixture(scope="module")
-def class_split(digits):
-    return forget_classes(digits, ["3"])
-
-
-@pytest.fixture(scope="module")
-def random_split(digits):
-    return forget_random(digits, fraction=0.1, seed=0)
 
 
 @pytest.fixture(scope="module")

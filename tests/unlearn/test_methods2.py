@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastunlearn.data import ImageDataset, forget_classes, forget_random
+from fastunlearn.data import ImageDataset, forget_classes
 from fastunlearn.evaluate.accuracy import accuracy_metrics
 from fastunlearn.unlearn import list_methods, unlearn
 from fastunlearn.unlearn.fisher import FisherConfig
@@ -26,16 +26,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def class_split(digits):
-    return forget_classes(digits, ["3"])
-
-
-@pytest.fixture(scope="module")
-def random_split(digits):
-    return forget_random(digits, fraction=0.1, seed=0)
 
 
 @pytest.fixture(scope="module")

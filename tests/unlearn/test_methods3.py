@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch import nn
 
-from fastunlearn.data import forget_classes, forget_random
 from fastunlearn.evaluate.accuracy import accuracy_metrics
 from fastunlearn.evaluate.mia import per_sample_loss
 from fastunlearn.inference import predict_logits
@@ -47,16 +46,6 @@ RANDOM_CONFIGS = {
     "msg": MSGConfig(**COMMON),
     "ct": CTConfig(**COMMON),
 }
-
-
-@pytest.fixture(scope="module")
-def class_split(digits):
-    return forget_classes(digits, ["3"])
-
-
-@pytest.fixture(scope="module")
-def random_split(digits):
-    return forget_random(digits, fraction=0.1, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from test_no_test_reads import CHEAP, _model_for
 from torch import nn
 
 import fastunlearn as fu
-from fastunlearn.data import forget_classes
 from fastunlearn.unlearn import _registry, list_methods, make_config, unlearn
 from fastunlearn.unlearn.base import method_device
 
@@ -50,11 +49,6 @@ def no_plugin(monkeypatch):
 def plugin(no_plugin):
     assert fu.register_methods_from(PLUGIN_MODULE) == [PLUGIN]
     return PLUGIN
-
-
-@pytest.fixture(scope="module")
-def class_split(digits):
-    return forget_classes(digits, ["3"])
 
 
 def _rng_states():

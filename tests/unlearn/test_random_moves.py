@@ -22,7 +22,6 @@ import math
 
 import pytest
 
-from fastunlearn.data import forget_random
 from fastunlearn.evaluate.mia import per_sample_loss
 from fastunlearn.inference import predict_logits
 from fastunlearn.unlearn import RetrainConfig, make_config, unlearn
@@ -42,11 +41,6 @@ CONFIGS = {
     "fisher": {}, "prune": {},
 }
 OVERSHOOT = {"bad_teacher", "influence"}
-
-
-@pytest.fixture(scope="module")
-def random_split(digits):
-    return forget_random(digits, fraction=0.1, seed=0)
 
 
 def _forget_loss(model, split) -> float:
