@@ -1,5 +1,9 @@
 """Datasets (registry of loaders), forget sets, and splits of a user's own torch Datasets
-(``ForgetSplit.from_datasets``)."""
+(``ForgetSplit.from_datasets``).
+
+Importing this package registers the built-in datasets: it imports every source module of
+:mod:`fastunlearn.data.sources` (one per source), each of which registers its loaders.
+"""
 
 from fastunlearn.data._registry import (
     DatasetNotFoundError,
@@ -9,6 +13,14 @@ from fastunlearn.data._registry import (
     register_dataset,
 )
 from fastunlearn.data.base import DataPart, DatasetImages, ImageDataset, LoaderOptions
+from fastunlearn.data.sources import (  # noqa: F401  (importing them registers the built-ins)
+    cifar,
+    digits,
+    idx,
+    imagefolder,
+    subsets,
+    synthetic,
+)
 from fastunlearn.data.splits import (
     ForgetSplit,
     forget_classes,

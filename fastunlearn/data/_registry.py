@@ -1,4 +1,10 @@
-"""Dataset registry: ``@register_dataset("name")`` on a loader, ``load_dataset(name)``."""
+"""Dataset registry: ``@register_dataset("name")`` on a loader, ``load_dataset(name)``.
+
+This module never imports the loaders: each source module in :mod:`fastunlearn.data.sources`
+registers its datasets when imported, and the package ``fastunlearn/data/__init__.py`` imports
+them all (importing any ``fastunlearn.data.*`` module runs it first).  A third-party loader
+registers the same way, from its own module.
+"""
 
 from __future__ import annotations
 
@@ -46,12 +52,11 @@ def register_dataset(
 
 def list_datasets(pattern: str = "*") -> list[str]:
     """Registered dataset names (``imagefolder:PATH`` shown as ``imagefolder:``)."""
-    _ensure_builtin()
     return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
 
 
 def dataset_descriptions() -> dict[str, str]:
-    _ensure_builtin()
+    """Registered dataset name -> its one-line description (the loader's first doc line)."""
     return {n: _DATASETS[n].description for n in sorted(_DATASETS)}
 
 
@@ -59,7 +64,6 @@ def load_dataset(name: str, **kwargs) -> ImageDataset:
     """Load a registered dataset by name, e.g. ``"fashion-mnist"``, ``"digits"``,
     ``"imagefolder:/path/to/val"``. Keyword arguments go to the loader (``root=``,
     ``download=``, ``augment=`` …)."""
-    _ensure_builtin()
     key = name.strip().lower()
     if ":" in key:
         prefix, _, arg = name.strip().partition(":")
@@ -77,7 +81,3 @@ def _unknown(name: str) -> str:
     names = ", ".join(n + ("PATH" if n.endswith(":") else "") for n in sorted(_DATASETS))
     return f"unknown dataset {name!r}; choose one of: {names}"
 
-
-def _ensure_builtin() -> None:
-    # Importing the module registers the built-in loaders (kept lazy: torchvision is heavy).
-    from fastunlearn.data import datasets  # noqa: F401

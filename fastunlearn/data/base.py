@@ -36,6 +36,10 @@ class ImageStore(Protocol):
     def __getitem__(self, index: Tensor) -> Tensor: ...
 
 
+#: Share of the test set held out for validation by default (``ForgetSplit.val_fraction``).
+DEFAULT_VAL_FRACTION = 0.1
+
+
 @dataclass(frozen=True)
 class LoaderOptions:
     """How a user dataset is read (:class:`DatasetImages` stores only; the in-memory built-in

@@ -24,9 +24,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fastunlearn.data.base import DataPart, ImageDataset
+from fastunlearn.data.base import DEFAULT_VAL_FRACTION, DataPart, ImageDataset
+from fastunlearn.data.user import user_split_parts
 
-DEFAULT_VAL_FRACTION = 0.1
+__all__ = [
+    "DEFAULT_VAL_FRACTION",
+    "ForgetSplit",
+    "forget_classes",
+    "forget_indices",
+    "forget_random",
+    "split_from_spec",
+]
 
 
 def _hold_out(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -82,13 +90,17 @@ class ForgetSplit:
         list of names (from ``classes=`` or ``train.classes``). ``val``: a Dataset, indices
         into ``test``, or a fraction of ``test`` drawn with ``seed``. Labels come from a
         ``targets`` / ``labels`` attribute when there is one, else from one pass over the
-        data. See :func:`fastunlearn.data.user.split_from_datasets`."""
-        from fastunlearn.data.user import split_from_datasets
-
-        return split_from_datasets(
-            train, forget=forget, test=test, val=val, classes=classes, batch_size=batch_size,
-            num_workers=num_workers, pin_memory=pin_memory, seed=seed, name=name,
+        data (see :mod:`fastunlearn.data.user`)."""
+        parts = user_split_parts(
+            train, test=test, forget=forget, val=val, classes=classes, batch_size=batch_size,
+            num_workers=num_workers, pin_memory=pin_memory, name=name,
         )
+        if parts.forget_classes is not None:
+            base = forget_classes(parts.data, parts.forget_classes)
+        else:
+            base = forget_indices(parts.data, parts.forget_ids)
+        return cls(parts.data, base.forget_idx, base.spec, list(base.forget_class_ids),
+                   val_fraction=parts.val_fraction, val_seed=int(seed))
 
     def __post_init__(self) -> None:
         self.forget_idx = torch.as_tensor(self.forget_idx, dtype=torch.long).sort().values

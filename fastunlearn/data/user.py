@@ -1,7 +1,11 @@
-"""Bring your own data: a :class:`~fastunlearn.data.splits.ForgetSplit` from any map-style
-torch ``Dataset`` of ``(image tensor, int label)``.
+"""Bring your own data: the parts of a :class:`~fastunlearn.data.splits.ForgetSplit` made from
+any map-style torch ``Dataset`` of ``(image tensor, int label)``.
 
 >>> split = ForgetSplit.from_datasets(train_ds, forget=ids, test=test_ds, val=0.1)
+
+:meth:`ForgetSplit.from_datasets <fastunlearn.data.splits.ForgetSplit.from_datasets>` calls
+:func:`user_split_parts` here and assembles the split; this module knows nothing of splits
+(``splits`` imports ``user``, never the other way round).
 
 The result is the same split type the built-in datasets give (one code path for every method,
 metric and report): an :class:`~fastunlearn.data.base.ImageDataset` whose image stores are
@@ -19,22 +23,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
-from fastunlearn.data.base import DatasetImages, ImageDataset, LoaderOptions
-from fastunlearn.data.splits import (
+from fastunlearn.data.base import (
     DEFAULT_VAL_FRACTION,
-    ForgetSplit,
-    forget_classes,
-    forget_indices,
+    DatasetImages,
+    ImageDataset,
+    LoaderOptions,
 )
 
-__all__ = ["dataset_labels", "split_from_datasets"]
+__all__ = ["UserSplitParts", "dataset_labels", "user_split_parts"]
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +191,18 @@ def _val_positions(val: Any, n_test: int, test_ds: Any) -> Tensor | None:
     return t
 
 
-def split_from_datasets(
+class UserSplitParts(NamedTuple):
+    """What :meth:`ForgetSplit.from_datasets` builds a split from: the dataset over the user's
+    Datasets, the forget set as class names *or* training indices (the other is None), and the
+    validation fraction (None: the dataset's fixed ``val_positions``)."""
+
+    data: ImageDataset
+    forget_classes: list[Any] | None
+    forget_ids: Tensor | None
+    val_fraction: float | None
+
+
+def user_split_parts(
     train: Any,
     *,
     forget: Any,
@@ -198,10 +212,10 @@ def split_from_datasets(
     batch_size: int | None = None,
     num_workers: int | None = None,
     pin_memory: bool | None = None,
-    seed: int = 0,
     name: str | None = None,
-) -> ForgetSplit:
-    """The implementation of :meth:`ForgetSplit.from_datasets` (see there)."""
+) -> UserSplitParts:
+    """The checked parts of :meth:`ForgetSplit.from_datasets` (see there for the arguments);
+    one-line ``TypeError`` / ``ValueError`` for bad input."""
     train_ds, loader = _unwrap(train, "train")
     test_ds, _ = _unwrap(test, "test")
     opts = LoaderOptions(
@@ -274,19 +288,17 @@ def split_from_datasets(
 
     kind = _forget_kind(forget)
     if kind == "class":
-        base = forget_classes(data, [forget] if isinstance(forget, str) else list(forget))
+        names_to_forget = [forget] if isinstance(forget, str) else list(forget)
+        return UserSplitParts(data, names_to_forget, None, val_fraction)
+    if kind == "mask":
+        mask = torch.as_tensor(np.asarray(forget, dtype=bool)).reshape(-1)
+        if len(mask) != len(train_labels):
+            raise ValueError(f"forget mask has {len(mask)} entries but train has "
+                             f"{len(train_labels)} samples")
+        ids = torch.nonzero(mask).flatten()
     else:
-        if kind == "mask":
-            mask = torch.as_tensor(np.asarray(forget, dtype=bool)).reshape(-1)
-            if len(mask) != len(train_labels):
-                raise ValueError(f"forget mask has {len(mask)} entries but train has "
-                                 f"{len(train_labels)} samples")
-            ids: Any = torch.nonzero(mask).flatten()
-        else:
-            ids = torch.as_tensor(np.asarray(forget if not isinstance(forget, Tensor)
-                                             else forget.cpu()))
-            if ids.is_floating_point():
-                raise TypeError("forget indices must be integers")
-        base = forget_indices(data, ids)
-    return ForgetSplit(data, base.forget_idx, base.spec, list(base.forget_class_ids),
-                       val_fraction=val_fraction, val_seed=int(seed))
+        ids = torch.as_tensor(np.asarray(forget if not isinstance(forget, Tensor)
+                                         else forget.cpu()))
+        if ids.is_floating_point():
+            raise TypeError("forget indices must be integers")
+    return UserSplitParts(data, None, ids, val_fraction)

@@ -1,4 +1,5 @@
-"""Tests for the built-in dataset loaders in ``fastunlearn.data.datasets``."""
+"""Tests for the built-in dataset loaders (``fastunlearn.data.sources``, re-exported by
+``fastunlearn.data.datasets``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from fastunlearn.data._registry import (
     load_dataset,
 )
 from fastunlearn.data.base import ImageDataset
+from fastunlearn.data.sources import _common, idx
 
 ALL_NAMES = ["cifar10", "cifar100", "digits", "fashion-mnist", "imagefolder:", "mnist", "synthetic"]
 IDX_NAMES = {
@@ -68,8 +70,8 @@ def write_fake_idx_set(
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No $FASTUNLEARN_DATA, no Debian dir, an empty cache: nothing can be found."""
     monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
-    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "no-debian"))
-    monkeypatch.setattr(D, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(idx, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "no-debian"))
+    monkeypatch.setattr(_common, "CACHE_DIR", tmp_path / "cache")
     return tmp_path
 
 
@@ -395,6 +397,39 @@ def test_registry_names_and_unknown() -> None:
         load_dataset("nope")
     msg = str(info.value)
     assert "nope" in msg and "fashion-mnist" in msg and "imagefolder:PATH" in msg
+
+
+def test_every_source_registers_when_the_package_is_imported() -> None:
+    """A fresh interpreter: importing the registry runs the package ``fastunlearn.data`` first,
+    which registers every built-in (the registry itself imports no loader module)."""
+    code = "from fastunlearn.data._registry import list_datasets; print(','.join(list_datasets()))"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip().split(",")
+    assert set(ALL_NAMES) | {"fashion-mnist-10k"} == set(out)
+
+
+def test_stable_import_path_reexports_the_sources() -> None:
+    from fastunlearn.data.sources import cifar, imagefolder, subsets, synthetic
+
+    assert D.read_idx is idx.read_idx and D.fashion_mnist is idx.fashion_mnist
+    assert D.cifar10 is cifar.cifar10 and D.synthetic is synthetic.synthetic
+    assert D.LazyImages is imagefolder.LazyImages
+    assert D.class_balanced_subset is subsets.class_balanced_subset
+    assert D.CACHE_DIR == _common.CACHE_DIR
+    assert sorted(D.__all__) == sorted(n for n in D.__all__ if hasattr(D, n))
+
+
+def test_class_balanced_subset() -> None:
+    ds = D.synthetic(num_classes=4, train_per_class=10, test_per_class=3)
+    sub = D.class_balanced_subset(ds, 10, seed=1)
+    assert sub.name == "synthetic-10" and len(sub.train_labels) == 10
+    assert sub.train_labels.bincount(minlength=4).tolist() == [3, 3, 2, 2]
+    assert torch.equal(sub.test_labels, ds.test_labels)
+    again = D.class_balanced_subset(ds, 10, seed=1)
+    assert torch.equal(again.train_images, sub.train_images)
+    with pytest.raises(ValueError, match="subset size"):
+        D.class_balanced_subset(ds, 3)
 
 
 def test_import_is_light() -> None:
