@@ -17,7 +17,10 @@ from fastunlearn.kernels.fisher_fast import (
     fast_fisher_diagonal,
     fast_fisher_supported,
     fast_per_sample_grads,
+    register_fisher_rule,
 )
+from fastunlearn.kernels.fisher_rules import conv as conv_rules
+from fastunlearn.kernels.fisher_rules.registry import _RULES
 from fastunlearn.models import create_model
 
 RTOL = 1e-4
@@ -128,7 +131,7 @@ def test_zoo_matches_loop_reference(zoo: _Zoo, chunk_elems: int) -> None:
 @pytest.mark.parametrize("grouped_from", [0, 10**9])
 def test_conv_paths_agree(monkeypatch: pytest.MonkeyPatch, grouped_from: int) -> None:
     """Both conv strategies (unfold + bmm, grouped convolution_backward) match the loop."""
-    monkeypatch.setattr(fisher_fast, "CONV_GROUPED_MIN_POSITIONS", grouped_from)
+    monkeypatch.setattr(conv_rules, "CONV_GROUPED_MIN_POSITIONS", grouped_from)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(),
                           nn.Conv2d(3, 4, 2, padding="same", padding_mode="circular",
                                     groups=1), nn.Conv2d(4, 4, 3, groups=2),
@@ -210,3 +213,49 @@ def test_streamed_and_deferred_layers_agree(monkeypatch: pytest.MonkeyPatch) -> 
     run = fisher_fast._run
     monkeypatch.setattr(fisher_fast, "_run", lambda *a, **k: run(*a, **k, stream=False))
     assert_close_dicts(streamed, fast_fisher_diagonal(model, x, y))
+
+
+class _Gain(nn.Module):
+    """A leaf with its own parameter and no built-in rule: ``x * gain`` over the last dim."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.randn(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gain
+
+
+def test_user_registered_rule_is_used() -> None:
+    """A rule registered for a custom type replaces the vmap fallback (it is called, inside
+    the backward and after it) and gives the reference Fisher."""
+    seen: list[tuple[int, int]] = []
+
+    def gain_rule(m: nn.Module, calls: list, s: int, e: int, scratch: object
+                  ) -> dict[str, Tensor]:
+        seen.append((s, e))
+        out = sum((c.grad_out()[s:e] * c.args[0][s:e]).reshape(e - s, -1, m.gain.numel()).sum(1)
+                  for c in calls if c.grads)
+        return {"gain": out}
+
+    torch.manual_seed(0)
+    once = nn.Sequential(nn.Linear(4, 6), _Gain(6), nn.Tanh(), nn.Linear(6, 3))
+    g = _Gain(6)
+    twice = nn.Sequential(nn.Linear(4, 6), g, nn.Tanh(), g, nn.Linear(6, 3))  # deferred path
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    assert _Gain not in _RULES
+    try:
+        assert register_fisher_rule(_Gain)(gain_rule) is gain_rule
+        for model in (once, twice):
+            seen.clear()
+            got = fast_fisher_diagonal(model, x, y)
+            assert seen and seen[0][0] == 0 and seen[-1][1] == 5
+            assert_close_dicts(got, torch_fisher_diagonal_loop(model, x, y))
+        seen.clear()
+        assert_close_dicts(fast_per_sample_grads(once, x, y),
+                           torch_per_sample_grads_loop(once, x, y))
+        assert seen == [(0, 5)]
+    finally:
+        _RULES.pop(_Gain, None)
+    with pytest.raises(TypeError, match="nn.Module"):
+        register_fisher_rule(int)  # type: ignore[arg-type]
