@@ -29,13 +29,25 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from fastunlearn._atomic import atomic_write_bytes, commit, current_umask, stage
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "checkpoint_paths",
+    "current_umask",
+    "load_checkpoint",
+    "read_metadata",
+    "save_checkpoint",
+    "verify_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,60 +92,8 @@ def package_versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------- atomic files
-def current_umask() -> int:
-    """The process umask (read from ``/proc`` where possible: setting it to query it is racy)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _stage(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path`` (mode ``0o666 & ~umask``, fsynced) and
-    return the temp file's path; nothing is left behind on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if hasattr(os, "fchmod"):  # mkstemp creates 0600 whatever the umask
-                os.fchmod(fh.fileno(), 0o666 & ~current_umask())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """Rename the staged ``tmp`` onto ``path`` (atomic) and make the rename durable."""
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # the directory entry too, so a power cut cannot undo the rename
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file + fsync + rename), with the
-    permissions the umask gives a new file."""
-    _commit(_stage(path, data), path)
+# (in fastunlearn._atomic; the old private names stay importable from here)
+_stage, _commit, _atomic_write_bytes = stage, commit, atomic_write_bytes
 
 
 # ----------------------------------------------------------------- safetensors header
@@ -390,7 +350,7 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def _check_architecture(spec: Any, shapes: dict[str, tuple[int, ...]], weights: Path) -> None:
     """Build the architecture the metadata names on the ``meta`` device (no memory) and check
     that its state dict has exactly the stored keys and shapes."""
-    from fastunlearn.models import model_from_spec
+    from fastunlearn.models._registry import model_from_spec
 
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise CheckpointError(f"{weights}: metadata field 'model' must be a model spec "
@@ -450,7 +410,7 @@ def load_checkpoint(
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    from fastunlearn.models import model_from_spec
+    from fastunlearn.models._registry import model_from_spec
 
     weights, sidecar = checkpoint_paths(path)
     meta, blob, shapes = _verified(weights, sidecar)

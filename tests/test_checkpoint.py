@@ -153,7 +153,7 @@ def test_missing_hash_in_header_is_an_error(saved):
 def test_metadata_sizes_are_checked_before_allocating(saved, monkeypatch, where):
     """Issue 13 item 12: metadata asking for a huge head (num_classes 1e8 → 51 GB) must be
     refused from the stored shapes, before a real model is built."""
-    import fastunlearn.models as models
+    import fastunlearn.models._registry as models
 
     _, path = saved
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
+from fastunlearn._atomic import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"}
@@ -74,9 +76,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     one, never a torn one; the file gets the permissions the umask gives."""
     from safetensors.torch import save
 
-    from fastunlearn.checkpoint import _atomic_write_bytes
-
     p = Path(path)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(p, save(state))
+    atomic_write_bytes(p, save(state))
     return p
