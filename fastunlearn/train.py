@@ -1,8 +1,10 @@
-"""One training loop for every model fastunlearn trains: the original model (all train data),
-the retrained "gold" model (retain set only), and fine-tuning style unlearning.
+"""``fu.train``: the original model (all train data), the retrained "gold" model (retain set
+only) and fine-tuning style unlearning — on the engine's step runner
+(:mod:`fastunlearn.engine`), like every unlearning method.
 
 SGD or AdamW, cosine or constant schedule with optional warm-up, weight decay, label smoothing,
-AMP on CUDA, a tqdm bar, seed control and per-epoch evaluation.
+AMP on CUDA, a tqdm bar, seed control (the caller's global RNG is left as it was) and
+per-epoch evaluation.
 
 ``compile=True | "auto"`` runs the forward through ``torch.compile`` (see
 :mod:`fastunlearn.kernels.compile`): the module is compiled on the first batch, inside the
@@ -14,23 +16,24 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from fastunlearn._device import resolve_device, synchronize
 from fastunlearn.data.base import DataPart
+from fastunlearn.engine.optim import OPTIMIZERS, build_optimizer
+from fastunlearn.engine.rng import seed_everything, seeded  # noqa: F401 (TEMP re-export)
+from fastunlearn.engine.runner import SCHEDULES, StepRunner, run_epochs, steps_per_epoch
 from fastunlearn.inference import accuracy
-from fastunlearn.kernels.compile import CompiledForward, check_compile_mode, compiled_forward
+from fastunlearn.kernels.compile import check_compile_mode
 
 log = logging.getLogger(__name__)
 
-_OPTIMIZERS = ("sgd", "adamw")
-_SCHEDULES = ("cosine", "constant")
+_OPTIMIZERS = OPTIMIZERS
+_SCHEDULES = SCHEDULES
 
 
 @dataclass
@@ -89,26 +92,6 @@ class TrainHistory:
     compiled: bool = False
 
 
-def build_optimizer(
-    params: Any, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0
-) -> torch.optim.Optimizer:
-    if optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def nonfinite_tensors(model: nn.Module) -> list[str]:
     """Names of the floating-point parameters and buffers of ``model`` holding NaN or inf (a
     diverged model; empty when every weight is finite)."""
@@ -162,12 +145,6 @@ def check_part_arg(part: object, where: str) -> None:
     raise TypeError(f"{where} trains on a DataPart, got {type(part).__name__}{hint}")
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global RNG and return a CPU generator for shuffling."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 def train(
     model: nn.Module,
     data: DataPart,
@@ -193,53 +170,63 @@ def train(
         raise ValueError("cannot train on an empty dataset part")
     check_model_fits(model, data, "train")
     device = resolve_device(config.device)
-    gen = seed_everything(config.seed)
     model.to(device)
     if eval_on is None:
         eval_on = {"test": data.dataset.test}
+    with seeded(config.seed, device) as gen:  # the caller's global RNG is restored afterwards
+        history = _train_epochs(model, data, config, eval_on, device, gen)
+    model.eval()
+    model.fastunlearn_history = history  # type: ignore[attr-defined]
+    return model
+
+
+class _EpochStats:
+    """The per-batch loss of :func:`train` (cross-entropy), keeping the epoch's summed loss
+    and correct count on the device (no host sync per step)."""
+
+    def __init__(self, label_smoothing: float, device: torch.device) -> None:
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.seen = 0
+
+    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = net(x)
+        loss = self.loss_fn(out, y)
+        self.loss_sum += loss.detach() * len(y)
+        self.correct += (out.detach().argmax(1) == y).sum()
+        self.seen += len(y)
+        return loss
+
+
+def _train_epochs(model: nn.Module, data: DataPart, config: TrainConfig,
+                  eval_on: dict[str, DataPart], device: torch.device,
+                  gen: torch.Generator) -> TrainHistory:
     opt = build_optimizer(
         model.parameters(), config.optimizer, config.lr, config.momentum, config.weight_decay
     )
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = round(config.warmup_epochs * steps_per_epoch)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    per_epoch = steps_per_epoch(len(data), config.batch_size)
+    total = per_epoch * config.epochs
+    runner = StepRunner(
+        opt, config.lr, total, schedule=config.schedule,
+        warmup_steps=round(config.warmup_epochs * per_epoch), desc=f"train {data.name}",
+        progress=config.progress, compile=config.compile, amp=config.amp,
+        check_finite=False,  # like any plain loop: no host sync per step (a diverged model is
+    )                        # caught by the callers' finite-weights checks)
+    stats = _EpochStats(config.label_smoothing, device)
     history = TrainHistory()
-    fwd: CompiledForward | None = None
-    step = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=total, desc=f"train {data.name}", disable=not config.progress, leave=False)
     for epoch in range(config.epochs):
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for x, y in data.batches(config.batch_size, shuffle=True, generator=gen, device=device):
-            for group in opt.param_groups:
-                group["lr"] = config.lr * lr_factor(step, total, warmup, config.schedule)
-            if fwd is None:
-                fwd = compiled_forward(model, x, config.compile, device,
-                                       autocast_dtype=torch.float16 if use_amp else None,
-                                       expected_steps=total)
-            ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-            with ctx:
-                out = fwd(x)
-                loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.detach().argmax(1) == y).sum()
-            seen += len(y)
-            step += 1
-            bar.update(1)
+        stats.reset()
+        run_epochs(model, data, stats, runner, 1, config.batch_size, gen, device)
         record = {
             "epoch": epoch + 1,
-            "loss": loss_sum.item() / seen,
-            "train_acc": 100.0 * correct.item() / seen,
+            "loss": stats.loss_sum.item() / stats.seen,
+            "train_acc": 100.0 * stats.correct.item() / stats.seen,
         }
         if config.eval_every and (
             (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
@@ -249,11 +236,9 @@ def train(
         synchronize(device)
         record["seconds"] = time.perf_counter() - t0
         history.epochs.append(record)
-        bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
+        runner.bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
         log.info("epoch %d/%d %s", epoch + 1, config.epochs, record)
-    bar.close()
+    history.compiled = runner.compiled
+    runner.close()
     history.seconds = time.perf_counter() - t0
-    history.compiled = bool(fwd is not None and fwd.compiled)
-    model.eval()
-    model.fastunlearn_history = history  # type: ignore[attr-defined]
-    return model
+    return history

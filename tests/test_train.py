@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from fastunlearn.engine.runner import lr_factor
 from fastunlearn.models import create_model
-from fastunlearn.train import TrainConfig, lr_factor, train
+from fastunlearn.train import TrainConfig, train
 
 
 def test_training_lowers_the_loss_and_learns(synthetic):

@@ -70,9 +70,11 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from fastunlearn._device import resolve_device, synchronize
 from fastunlearn.data.base import DataPart, normalize
+from fastunlearn.engine.optim import build_optimizer
+from fastunlearn.engine.runner import lr_factor
 from fastunlearn.inference import accuracy
 from fastunlearn.kernels.compile import _architecture, _device_name, _shapes_hash
-from fastunlearn.train import TrainConfig, TrainHistory, build_optimizer, lr_factor, train
+from fastunlearn.train import TrainConfig, TrainHistory, train
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from torch import nn
 
 from fastunlearn._timing import measure
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.engine.guards import RetainHealth
 from fastunlearn.train import check_model_fits, check_split_arg, nonfinite_tensors
-from fastunlearn.unlearn._losses import RetainHealth
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, explicit_device, method_device
 
 log = logging.getLogger(__name__)

@@ -25,20 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, check_schedule, steps_per_epoch
 from fastunlearn.inference import accuracy
-from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._losses import (
-    StepRunner,
     check_fraction,
     check_nonneg,
-    check_schedule,
     concat_parts,
     frozen_copy,
     kl_to_probs,
     random_init_copy,
     relabelled,
     sample_part,
-    steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device

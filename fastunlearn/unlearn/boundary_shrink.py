@@ -34,20 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import seed_everything
-from fastunlearn.unlearn._losses import (
-    ForgetGuard,
-    StepRunner,
-    check_guard_fields,
-    check_nonneg,
-    check_positive_int,
-    check_schedule,
-    cycle_batches,
-    finish_guarded,
-    frozen_copy,
-    guarded_step,
-    steps_per_epoch,
-)
+from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, finish_guarded
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, check_schedule, cycle_batches, steps_per_epoch
+from fastunlearn.unlearn._losses import check_nonneg, check_positive_int, frozen_copy
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import make_sgd
@@ -152,16 +142,16 @@ def boundary_shrink(
     eps, lo, hi = attack_bounds(split, config.epsilon, device)
     opt = make_sgd(model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
-    runner = StepRunner(
-        opt, config.lr, total, schedule=config.schedule, desc="boundary_shrink",
-        progress=config.progress, compile=config.compile,
-    )
-    guard = ForgetGuard(
+    guard = ForgetGuard.from_split(
         model, split, probe_size=config.probe_size, seed=config.seed,
         collapse_fraction=config.collapse_fraction, target=config.target_forget_acc,
     )
+    runner = StepRunner(
+        opt, config.lr, total, schedule=config.schedule, desc="boundary_shrink",
+        progress=config.progress, compile=config.compile, callbacks=[guard],
+        check_every=config.check_every,
+    )
     retain = cycle_batches(split.retain, config.batch_size, gen, device)
-    reason = ""
     model.train()
     for _ in range(config.epochs):
         for x, y in split.forget.batches(
@@ -172,11 +162,10 @@ def boundary_shrink(
             if config.retain_weight > 0:
                 xr, yr = next(retain)
                 loss = loss + config.retain_weight * F.cross_entropy(runner.net(model, xr)(xr), yr)
-            reason = guarded_step(runner, guard, model, loss,
-                                  check_every=config.check_every, total=total)
-            if reason:
+            runner.step(loss)
+            if runner.stopped:
                 break
-        if reason:
+        if runner.stopped:
             break
-    info = finish_guarded(model, runner, guard, reason, "boundary_shrink")
+    info = finish_guarded(model, runner, guard, "boundary_shrink")
     return UnlearnResult(model, "boundary_shrink", config, info=info)

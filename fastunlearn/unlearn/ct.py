@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.unlearn._losses import StepRunner, check_nonneg, run_epochs, steps_per_epoch
+from fastunlearn.engine.runner import StepRunner, run_epochs, steps_per_epoch
+from fastunlearn.unlearn._losses import check_nonneg
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
@@ -103,11 +104,12 @@ def ct(model: nn.Module, split: ForgetSplit, config: CTConfig) -> UnlearnResult:
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                           momentum=config.momentum, weight_decay=config.weight_decay)
     per_epoch = steps_per_epoch(len(split.retain), config.batch_size)
-    runner = StepRunner(opt, config.lr, config.epochs * per_epoch, schedule="constant",
+    # the reference's per-epoch learning rate, as a step -> factor schedule
+    runner = StepRunner(opt, config.lr, config.epochs * per_epoch,
+                        schedule=lambda s: epoch_cosine(s // per_epoch, config.epochs),
                         desc="ct", progress=config.progress, compile=config.compile)
     finite = True
-    for e in range(config.epochs):
-        runner.lr = config.lr * epoch_cosine(e, config.epochs)
+    for _ in range(config.epochs):
         finite = run_epochs(model, split.retain,
                             lambda m, x, y: F.cross_entropy(m(x).float(), y),
                             runner, 1, config.batch_size, gen, device)

@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.unlearn._losses import StepRunner, frozen_copy, steps_per_epoch
+from fastunlearn.engine.runner import StepRunner, steps_per_epoch
+from fastunlearn.unlearn._losses import frozen_copy
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, method_device
 

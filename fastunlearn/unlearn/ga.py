@@ -21,7 +21,6 @@ updated (:mod:`fastunlearn.unlearn.masks`; ``mask_sparsity`` of them stay frozen
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -29,12 +28,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.inference import accuracy
-from fastunlearn.kernels.compile import CompiledForward, compiled_forward
-from fastunlearn.train import seed_everything
+from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, finish_guarded
+from fastunlearn.engine.optim import check_sgd_options
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, run_epochs
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
@@ -69,19 +68,9 @@ class GAConfig(UnlearnConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"ga: momentum must be in [0, 1), got {self.momentum}")
-        if self.probe_size < 1 or self.check_every < 1:
-            raise ValueError("ga: probe_size and check_every must be ≥ 1")
-        if not 0 < self.collapse_fraction < 1:
-            raise ValueError(
-                f"ga: collapse_fraction must be in (0, 1), got {self.collapse_fraction}"
-            )
-        t = self.target_forget_acc
-        if t is not None and t != "auto" and not (isinstance(t, (int, float)) and 0 <= t <= 100):
-            raise ValueError(
-                "ga: target_forget_acc must be 'auto', a percentage in [0, 100] or None"
-            )
+        check_sgd_options("ga", self.lr, self.momentum, self.weight_decay)
+        check_guard_fields("ga", self.probe_size, self.check_every, self.collapse_fraction,
+                           self.target_forget_acc)
         check_mask_option("ga", self.mask, self.mask_sparsity)
 
 
@@ -102,77 +91,22 @@ def ga(
     if masks is None:
         masks = masks_for_config(model, split.forget, config)
     gen = seed_everything(config.seed)
-    retain_probe = split.retain.take(config.probe_size, seed=config.seed)
-    forget_probe = split.forget.take(config.probe_size, seed=config.seed)
-    start_retain = accuracy(model, retain_probe)
-    floor = config.collapse_fraction * start_retain
-    target = config.target_forget_acc
-    if target == "auto":
-        target = 5.0 if split.kind == "class" else accuracy(
-            model, split.val_retain.take(config.probe_size, seed=config.seed)
-        )
+    guard = ForgetGuard.from_split(model, split, probe_size=config.probe_size, seed=config.seed,
+                                   collapse_fraction=config.collapse_fraction,
+                                   target=config.target_forget_acc)
     opt = make_sgd(
         model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay, masks=masks
     )
-    good_state = copy.deepcopy(model.state_dict())
-    steps, reason = 0, ""
     per_epoch = math.ceil(len(split.forget) / config.batch_size)
-    total = config.epochs * per_epoch
-    bar = tqdm(total=total, desc="ga", disable=not config.progress, leave=False)
-    fwd: CompiledForward | None = None
-    model.train()
-    for _ in range(config.epochs):
-        for x, y in split.forget.batches(
-            config.batch_size, shuffle=True, generator=gen, device=device
-        ):
-            if fwd is None:  # ga usually stops within its first pass: expect one, not the cap
-                fwd = compiled_forward(model, x, config.compile, device, expected_steps=per_epoch)
-            loss = -F.cross_entropy(fwd(x), y)
-            if not torch.isfinite(loss):
-                reason = "loss is not finite"
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            bar.update(1)
-            if steps % config.check_every == 0 or steps == total:
-                reason = _check(model, retain_probe, forget_probe, floor, target)
-                model.train()
-                if reason.startswith("retain"):
-                    break
-                good_state = copy.deepcopy(model.state_dict())
-                if reason:
-                    break
-        if reason:
-            break
-    bar.close()
-    diverged = reason.startswith(("retain", "loss"))
-    if diverged:
-        log.warning(
-            "ga stopped after %d steps: %s; restored the last healthy weights", steps, reason
-        )
-        model.load_state_dict(good_state)
-    model.eval()
-    info = {
-        "steps": steps,
-        "stopped_early": bool(reason),
-        "stop_reason": reason or "epochs done",
-        "diverged": diverged,
-        "retain_probe_start": start_retain,
-        "target_forget_acc": target,
-    }
+    # ga usually stops within its first pass: compile="auto" expects one pass, not the cap
+    runner = StepRunner(opt, config.lr, config.epochs * per_epoch, desc="ga",
+                        progress=config.progress, compile=config.compile,
+                        callbacks=[guard], check_every=config.check_every,
+                        compile_steps=per_epoch)
+    run_epochs(model, split.forget, lambda net, x, y: -F.cross_entropy(net(x), y), runner,
+               config.epochs, config.batch_size, gen, device)
+    info = finish_guarded(model, runner, guard, "ga")
+    info["retain_probe_start"] = guard.retain_start
     if masks is not None:
         info.update(mask=config.mask or "given", mask_density=mask_density(masks))
     return UnlearnResult(model, "ga", config, info=info)
-
-
-def _check(model: nn.Module, retain_probe, forget_probe, floor: float, target) -> str:  # noqa: ANN001
-    r = accuracy(model, retain_probe)
-    if r < floor:
-        return f"retain accuracy collapsed ({r:.1f} % < {floor:.1f} %)"
-    if target is not None:
-        f = accuracy(model, forget_probe)
-        if f <= target:
-            return f"forget accuracy reached target ({f:.1f} % ≤ {target:.1f} %)"
-    return ""

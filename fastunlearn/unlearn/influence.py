@@ -36,9 +36,9 @@ from torch import Tensor, nn
 
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.inference import accuracy
+from fastunlearn.engine.guards import ForgetGuard, is_divergence
+from fastunlearn.engine.rng import seed_everything
 from fastunlearn.kernels.fisher import per_sample_grads
-from fastunlearn.train import seed_everything
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.fisher import mean_fisher
@@ -169,13 +169,12 @@ def influence(model: nn.Module, split: ForgetSplit, config: InfluenceConfig) -> 
         alpha, reason = float(config.alpha), "fixed alpha"
         apply(alpha)
     else:
-        retain_probe = split.retain.take(config.probe_size, seed=config.seed)
-        forget_probe = split.forget.take(config.probe_size, seed=config.seed)
-        target = config.target_forget_acc
-        if target == "auto":
-            target = 5.0 if split.kind == "class" else accuracy(
-                model, split.val_retain.take(config.probe_size, seed=config.seed))
-        floor = config.collapse_fraction * accuracy(model, retain_probe)
+        # the engine's guard, without weight copies: this search restores by itself
+        guard = ForgetGuard.from_split(model, split, probe_size=config.probe_size,
+                                       seed=config.seed, keep_state=False,
+                                       collapse_fraction=config.collapse_fraction,
+                                       target=config.target_forget_acc)
+        target, floor = guard.target, guard.floor
         alpha, reason = 0.0, "no alpha kept the retain probe healthy"
         a0 = config.start_step * float(start.norm()) / max(float(step.norm()), 1e-30)
 
@@ -183,12 +182,10 @@ def influence(model: nn.Module, split: ForgetSplit, config: InfluenceConfig) -> 
             nonlocal tried
             tried += 1
             apply(a)
-            if not all(torch.isfinite(params[n]).all() for n in names) or \
-                    accuracy(model, retain_probe) < floor:
+            if not all(torch.isfinite(params[n]).all() for n in names):
                 return "bad"
-            if target is not None and accuracy(model, forget_probe) <= target:
-                return "hit"
-            return "short"
+            why = guard.check(model)
+            return "bad" if is_divergence(why) else "hit" if why else "short"
 
         lo, hi = 0.0, None
         for k in range(config.max_doublings + 1):

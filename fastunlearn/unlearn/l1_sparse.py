@@ -17,13 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import seed_everything
-from fastunlearn.unlearn._losses import (
-    StepRunner,
-    check_nonneg,
-    check_schedule,
-    steps_per_epoch,
-)
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, check_schedule, steps_per_epoch
+from fastunlearn.unlearn._losses import check_nonneg
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import make_sgd

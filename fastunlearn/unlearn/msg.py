@@ -51,14 +51,8 @@ from torch import Tensor, nn
 from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.unlearn._losses import (
-    StepRunner,
-    check_fraction,
-    check_nonneg,
-    run_epochs,
-    sample_part,
-    steps_per_epoch,
-)
+from fastunlearn.engine.runner import StepRunner, run_epochs, steps_per_epoch
+from fastunlearn.unlearn._losses import check_fraction, check_nonneg, sample_part
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
@@ -189,12 +183,13 @@ def msg(model: nn.Module, split: ForgetSplit, config: MSGConfig) -> UnlearnResul
     opt = torch.optim.SGD([p for p in params.values() if p.requires_grad], lr=config.lr,
                           momentum=config.momentum, weight_decay=config.weight_decay)
     per_epoch = steps_per_epoch(len(split.retain), config.batch_size)
-    runner = StepRunner(opt, config.lr, config.epochs * per_epoch, schedule="constant",
+    # the reference's per-epoch learning rate, as a step -> factor schedule
+    runner = StepRunner(opt, config.lr, config.epochs * per_epoch,
+                        schedule=lambda s: triangle_factor(s // per_epoch, config.epochs),
                         desc="msg", progress=config.progress, compile=config.compile)
     finite = True
     try:
-        for e in range(config.epochs):
-            runner.lr = config.lr * triangle_factor(e, config.epochs)
+        for _ in range(config.epochs):
             finite = run_epochs(model, split.retain,
                                 lambda mdl, x, y: F.cross_entropy(mdl(x).float(), y),
                                 runner, 1, config.batch_size, gen, device)

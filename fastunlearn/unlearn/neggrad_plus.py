@@ -24,19 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import seed_everything
-from fastunlearn.unlearn._losses import (
-    ForgetGuard,
-    StepRunner,
-    check_fraction,
-    check_guard_fields,
-    check_nonneg,
-    check_schedule,
-    cycle_batches,
-    finish_guarded,
-    guarded_step,
-    steps_per_epoch,
-)
+from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, finish_guarded
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, check_schedule, cycle_batches, steps_per_epoch
+from fastunlearn.unlearn._losses import check_fraction, check_nonneg
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
@@ -95,16 +86,17 @@ def neggrad_plus(model: nn.Module, split: ForgetSplit, config: NegGradPlusConfig
         model, config.lr, momentum=config.momentum, weight_decay=config.weight_decay, masks=masks
     )
     total = config.epochs * steps_per_epoch(len(split.forget), config.batch_size)
-    runner = StepRunner(
-        opt, config.lr, total, schedule=config.schedule, desc="neggrad_plus",
-        progress=config.progress, compile=config.compile,
-    )
-    guard = ForgetGuard(
+    guard = ForgetGuard.from_split(
         model, split, probe_size=config.probe_size, seed=config.seed,
         collapse_fraction=config.collapse_fraction, target=config.target_forget_acc,
     )
+    runner = StepRunner(
+        opt, config.lr, total, schedule=config.schedule, desc="neggrad_plus",
+        progress=config.progress, compile=config.compile, callbacks=[guard],
+        check_every=config.check_every,
+    )
     retain = cycle_batches(split.retain, config.batch_size, gen, device)
-    beta, reason = config.beta, ""
+    beta = config.beta
     model.train()
     for _ in range(config.epochs):
         for xf, yf in split.forget.batches(
@@ -115,13 +107,12 @@ def neggrad_plus(model: nn.Module, split: ForgetSplit, config: NegGradPlusConfig
             loss = beta * F.cross_entropy(net_r(xr), yr) - (1 - beta) * F.cross_entropy(
                 net_f(xf), yf
             )
-            reason = guarded_step(runner, guard, model, loss,
-                                  check_every=config.check_every, total=total)
-            if reason:
+            runner.step(loss)
+            if runner.stopped:
                 break
-        if reason:
+        if runner.stopped:
             break
-    info: dict = finish_guarded(model, runner, guard, reason, "neggrad_plus")
+    info: dict = finish_guarded(model, runner, guard, "neggrad_plus")
     if masks is not None:
         info.update(mask=config.mask, mask_density=mask_density(masks))
     return UnlearnResult(model, "neggrad_plus", config, info=info)

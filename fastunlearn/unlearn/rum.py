@@ -74,6 +74,7 @@ from torch import Tensor, nn
 from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.engine.runner import StepRunner, run_epochs, steps_per_epoch
 from fastunlearn.inference import predict_logits
 from fastunlearn.unlearn._losses import check_nonneg, check_positive_int
 from fastunlearn.unlearn._registry import get_method, register_method
@@ -195,22 +196,27 @@ def _holdout_finetune(model: nn.Module, val: DataPart, config: RUMConfig,
     params = [p for p in tuned.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.proxy_lr, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(config.seed)
+    runner = StepRunner(opt, config.proxy_lr,
+                        config.proxy_epochs * steps_per_epoch(len(val), config.batch_size),
+                        desc="rum holdout proxy", progress=False, check_finite=False)
     best, stale = float("inf"), 0
-    tuned.train()
+    epoch_loss = [0.0]
+
+    def loss_fn(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        loss = F.cross_entropy(net(x).float(), y)
+        epoch_loss[0] += float(loss.detach())
+        return loss
+
     for _ in range(config.proxy_epochs):
-        total = 0.0
-        for x, y in val.batches(config.batch_size, shuffle=True, generator=gen, device=device):
-            loss = F.cross_entropy(tuned(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        if total < best:
-            best, stale = total, 0
+        epoch_loss[0] = 0.0
+        run_epochs(tuned, val, loss_fn, runner, 1, config.batch_size, gen, device)
+        if epoch_loss[0] < best:
+            best, stale = epoch_loss[0], 0
         else:
             stale += 1
             if stale >= config.proxy_patience:
                 break
+    runner.close()
     tuned.eval()
     return tuned
 

@@ -49,16 +49,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import lr_factor
-from fastunlearn.unlearn._losses import (
+from fastunlearn.engine.runner import (
     StepRunner,
-    check_nonneg,
-    check_positive_int,
     check_schedule,
     cycle_batches,
-    sample_part,
+    lr_factor,
     steps_per_epoch,
 )
+from fastunlearn.unlearn._losses import check_nonneg, check_positive_int, sample_part
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import mask_density
@@ -147,11 +145,19 @@ def sfr_on(model: nn.Module, split: ForgetSplit, config: SFROnConfig) -> Unlearn
                           momentum=config.momentum, weight_decay=config.weight_decay)
     total = config.epochs * steps_per_epoch(len(split.retain), config.batch_size)
     runner = StepRunner(opt, config.lr, total, schedule=config.schedule, desc="sfr_on",
-                        progress=config.progress, compile=config.compile)
+                        progress=config.progress, compile=config.compile,
+                        stop_on_nonfinite=False)
     retain = cycle_batches(split.retain, config.batch_size, gen, device)
     forget = cycle_batches(split.forget, config.batch_size, gen, device)
     forget_steps = skipped = 0
     model.train()
+
+    def mask_grads() -> None:
+        for name, m in masks.items():  # type: ignore[union-attr]
+            g = params[name].grad
+            if g is not None:
+                g.mul_(m.to(g.dtype))
+
     for t in range(total):
         factor = lr_factor(t, total, 0, config.schedule)
         if t % config.forget_every == 0:
@@ -161,21 +167,10 @@ def sfr_on(model: nn.Module, split: ForgetSplit, config: SFROnConfig) -> Unlearn
                 loss = adaptive_forget_loss(out, yf, config.adaptive_power)
             else:
                 loss = F.cross_entropy(out.float(), yf)
-            loss = -config.forget_alpha * factor * loss
-            if torch.isfinite(loss):
-                for group in opt.param_groups:
-                    group["lr"] = config.lr * factor
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if masks is not None:
-                    for name, m in masks.items():
-                        g = params[name].grad
-                        if g is not None:
-                            g.mul_(m.to(g.dtype))
-                if config.max_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in params.values() if p.grad is not None], config.max_norm)
-                opt.step()
+            # an extra update at the step's learning rate, outside the schedule's count
+            if runner.step(-config.forget_alpha * factor * loss, advance=False,
+                           grad_hook=mask_grads if masks is not None else None,
+                           clip_grad=config.max_norm):
                 forget_steps += 1
             else:
                 skipped += 1

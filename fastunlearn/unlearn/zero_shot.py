@@ -33,7 +33,6 @@ input-space impressions are not clamped.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -41,11 +40,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from fastunlearn.data.base import ImageDataset
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import seed_everything
+from fastunlearn.engine.guards import ForgetGuard, finish_guarded
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, method_device
 from fastunlearn.unlearn.fisher import _example_input, classifier_layer
@@ -168,17 +168,18 @@ def class_impressions(
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
+    runner = StepRunner(opt, None, config.impression_steps, desc="zero_shot impressions",
+                        progress=False, check_finite=False)
     try:
         for _ in range(config.impression_steps):
             ce = F.cross_entropy(forward(x), labels, reduction="none")
-            loss = (ce - ce_stop).clamp_min(0).mean() + config.impression_l2 * x.pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            runner.step((ce - ce_stop).clamp_min(0).mean()
+                        + config.impression_l2 * x.pow(2).mean())
             with torch.no_grad():
                 if lo is not None or hi is not None:
                     x.clamp_(min=lo, max=hi)
     finally:
+        runner.close()
         for p in frozen:
             p.requires_grad_(True)
         model.train(was)
@@ -218,17 +219,19 @@ def zero_shot(model: nn.Module, split: ForgetSplit, config: ZeroShotConfig) -> U
     opt = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum)
     model.eval()
     start_retain, start_forget = _acc(fn, xr, yr), _acc(fn, xf, yf)
-    floor = config.collapse_fraction * start_retain
-    good = copy.deepcopy(fn.state_dict())
-    steps, reason = 0, "epochs done"
+    # the engine's guard on the impressions: retain collapse restores, the target stops
+    guard = ForgetGuard(fn, (xr, yr), (xf, yf), collapse_fraction=config.collapse_fraction,
+                        target=config.target_forget_acc)
     nb = max(1, math.ceil(len(yr) / config.batch_size))
     bf = max(1, math.ceil(len(yf) / nb))
-    bar = tqdm(total=config.epochs, desc="zero_shot", disable=not config.progress, leave=False)
+    runner = StepRunner(opt, config.lr, config.epochs * nb, desc="zero_shot",
+                        progress=config.progress, callbacks=[guard],
+                        check_every=config.check_every)
+    fn.train()
     for _ in range(config.epochs):
         order_r = torch.randperm(len(yr), generator=gen).to(device)
         order_f = torch.randperm(len(yf), generator=gen).to(device)
         for b in range(nb):
-            fn.train()
             ir = order_r[b * config.batch_size : (b + 1) * config.batch_size]
             jf = order_f[(b * bf) % len(yf) :][:bf]
             keep = F.kl_div(F.log_softmax(fn(xr[ir]), 1), teacher[ir], log_target=True,
@@ -242,34 +245,19 @@ def zero_shot(model: nn.Module, split: ForgetSplit, config: ZeroShotConfig) -> U
                 away = (own - other + 1.0).clamp_min(0).mean()
             else:
                 away = F.kl_div(F.log_softmax(out_f, 1), relabel[jf], reduction="batchmean")
-            loss = config.beta * keep + (1 - config.beta) * away
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            if steps % config.check_every:
-                continue
-            fn.eval()
-            r_acc = _acc(fn, xr, yr)
-            if r_acc < floor or not torch.isfinite(loss):
-                reason = f"retain impressions collapsed ({r_acc:.1f} % < {floor:.1f} %)"
-                fn.load_state_dict(good)
+            runner.step(config.beta * keep + (1 - config.beta) * away)
+            if runner.stopped:
                 break
-            good = copy.deepcopy(fn.state_dict())
-            t = config.target_forget_acc
-            if t is not None and _acc(fn, xf, yf) <= t:
-                reason = f"forget impressions reached {t:.1f} %"
-                break
-        bar.update(1)
-        if reason != "epochs done":
+        if runner.stopped:
             break
-    bar.close()
+    guarded = finish_guarded(fn, runner, guard, "zero_shot")
     model.eval()
     info = {
         "impressions": len(labels),
         "space": config.space,
-        "steps": steps,
-        "stop_reason": reason,
+        "steps": guarded["steps"],
+        "stop_reason": guarded["stop_reason"],
+        "diverged": guarded["diverged"],
         "impressions_retain_acc_start": start_retain,
         "impressions_forget_acc_start": start_forget,
         "impressions_retain_acc": _acc(fn, xr, yr),
