@@ -15,6 +15,12 @@ it is current except when the process dies between the two renames; the loader t
 that it describes other weights, warns and ignores it. Checkpoints written before the metadata
 moved into the header (``format_version`` 1) are still read through their sidecar.
 
+Any ``nn.Module`` can be saved: a model from :func:`~fastunlearn.models.create_model` carries its
+spec, so :func:`load_checkpoint` rebuilds it; a model of your own is stored with ``model: null``
+and its class name (``model_class``), and loads into an instance you pass
+(``load_checkpoint(path, model=MyNet())``). Your own JSON metadata goes in with
+``save_checkpoint(..., metadata={...})`` and comes back as ``Checkpoint.metadata``.
+
 Loading checks, before any model is built: the file's header and size, the tensor data's hash
 (a missing hash is an error, not a skipped check), and that the architecture the metadata
 describes has exactly the keys and shapes stored in the file — on the ``meta`` device, so
@@ -64,9 +70,16 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
+    """A loaded checkpoint: the model (in eval mode), its metadata, and the weights file."""
+
     model: nn.Module
     meta: dict[str, Any]
     path: Path
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The user metadata given to ``save_checkpoint(..., metadata=...)`` (``{}`` if none)."""
+        return dict(self.meta.get("metadata") or {})
 
 
 def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -171,8 +184,60 @@ def _canonical(meta: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ save
 def state_dict_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached, contiguous CPU copy of the state dict (no shared storage)."""
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    """A detached, contiguous CPU copy of the state dict (no shared storage); TypeError (one
+    line) for an entry that is not a tensor (e.g. a module's ``get_extra_state``)."""
+    state = model.state_dict()
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"state dict entry {k!r} of {type(model).__name__} is a "
+                            f"{type(v).__name__}, not a tensor; a checkpoint stores tensors only")
+    return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_problem(value: Any, where: str, path: tuple[int, ...] = ()) -> str | None:
+    """Why ``value`` would not come back from JSON as given (None when it would): only dicts
+    with string keys, lists/tuples and str/int/float/bool/None."""
+    if isinstance(value, _JSON_SCALARS):
+        return None
+    if id(value) in path:
+        return f"{where} contains itself"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{where} has the key {k!r} ({type(k).__name__}); JSON keys are strings"
+            problem = _json_problem(v, f"{where}[{k!r}]", (*path, id(value)))
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            problem = _json_problem(v, f"{where}[{i}]", (*path, id(value)))
+            if problem:
+                return problem
+        return None
+    return (f"{where} is a {type(value).__name__}, which JSON cannot hold (use str, int, "
+            "float, bool, None, list or dict)")
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as it will read back (tuples become lists); TypeError (one line) when it
+    is not a dict of JSON values."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of JSON values, got {type(metadata).__name__}")
+    problem = _json_problem(metadata, "metadata")
+    if problem:
+        raise TypeError(problem)
+    return json.loads(json.dumps(metadata))
+
+
+def _class_name(model: nn.Module) -> str:
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def save_checkpoint(
@@ -185,9 +250,18 @@ def save_checkpoint(
     train_config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write the checkpoint (metadata inside the weights file) and its JSON sidecar; return the
-    weights path. ``model`` must come from :func:`fastunlearn.create_model` (it carries its spec).
+    weights path.
+
+    ``model`` is any ``nn.Module`` whose state dict holds tensors. One from
+    :func:`fastunlearn.create_model` carries its spec, and :func:`load_checkpoint` rebuilds it;
+    for any other model the checkpoint records its class name and is loaded into an instance
+    you pass (``load_checkpoint(path, model=...)``). ``metadata`` is your own dict of JSON
+    values (str keys; str, int, float, bool, None, lists, dicts), read back as
+    ``Checkpoint.metadata`` or ``read_metadata(path)["metadata"]``; anything else is a
+    one-line TypeError before any file is touched.
 
     Both files are staged (written and fsynced under temp names) before anything is replaced;
     the weights file's rename is the commit. A failure before it leaves the previous checkpoint
@@ -195,11 +269,10 @@ def save_checkpoint(
     """
     from safetensors.torch import save
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    user_meta = _check_metadata(metadata)
     spec = getattr(model, "fastunlearn_spec", None)
-    if spec is None:
-        raise CheckpointError(
-            "model has no fastunlearn_spec; build it with fastunlearn.create_model(...)"
-        )
     weights, sidecar = checkpoint_paths(path)
     tensors = state_dict_tensors(model)
     probe = save(tensors, metadata={"format": FORMAT})
@@ -209,6 +282,8 @@ def save_checkpoint(
     meta: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": spec,
+        "model_class": _class_name(model),
+        "metadata": user_meta,
         "dataset": dataset.describe() if hasattr(dataset, "describe") else dataset,
         "forget": forget,
         "seed": seed,
@@ -367,20 +442,7 @@ def _check_architecture(spec: Any, shapes: dict[str, tuple[int, ...]], weights: 
         return
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     del skeleton
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights} does not fit architecture {spec['name']!r}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    bad = [k for k in expected if expected[k] != shapes[k]]
-    if bad:
-        k = bad[0]
-        raise CheckpointError(
-            f"{weights} does not fit architecture {spec['name']!r}: {k} has shape "
-            f"{shapes[k]}, expected {expected[k]}"
-        )
+    _check_fit(expected, shapes, weights, f"architecture {spec['name']!r}")
 
 
 def _check_sizes(spec: dict[str, Any], shapes: dict[str, tuple[int, ...]], weights: Path) -> None:
@@ -394,55 +456,83 @@ def _check_sizes(spec: dict[str, Any], shapes: dict[str, tuple[int, ...]], weigh
                                   f"{field}={value!r} is no dimension of any stored tensor")
 
 
+def _check_fit(expected: dict[str, tuple[int, ...]], stored: dict[str, tuple[int, ...]],
+               weights: Path, what: str) -> None:
+    """CheckpointError (one line) unless the stored tensors have exactly the model's keys and
+    shapes."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not fit {what}: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}")
+    bad = [k for k in expected if tuple(expected[k]) != tuple(stored[k])]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(f"{weights} does not fit {what}: {k} has shape "
+                              f"{tuple(stored[k])}, expected {tuple(expected[k])}")
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     *,
+    model: nn.Module | None = None,
     expect_model: str | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> Checkpoint:
-    """Rebuild the model from the checkpoint's metadata and load the weights strictly.
+    """Load a checkpoint's weights strictly into a model, returned in eval mode.
+
+    Without ``model``, the model is rebuilt from the metadata's spec (checkpoints of
+    :func:`fastunlearn.create_model` models) and moved to ``device`` (default CPU). A
+    checkpoint saved from a model of your own has no spec: pass ``model=`` an instance of the
+    same architecture and the weights are loaded into it (moved to ``device`` only when
+    ``device`` is given); ``model=`` works for fastunlearn checkpoints too.
 
     Raises :class:`CheckpointError` (one line) when files are missing or damaged, when the
-    metadata has no hash, when the weights do not match the metadata (hash, keys, shapes —
-    checked before the model is allocated), or when ``expect_model`` is given and the
-    checkpoint holds another architecture. Never unpickles anything.
+    metadata has no hash, when the weights do not match the architecture (hash, keys, shapes —
+    checked before the model is allocated or touched), when a checkpoint of your own model is
+    loaded without ``model=``, or when ``expect_model`` is given and the checkpoint holds
+    another architecture. Never unpickles anything.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     from fastunlearn.models._registry import model_from_spec
 
+    if model is not None and not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     weights, sidecar = checkpoint_paths(path)
     meta, blob, shapes = _verified(weights, sidecar)
     spec = meta.get("model")
     name = spec.get("name") if isinstance(spec, dict) else None
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{weights} holds a {name!r} model, not {expect_model!r}")
-    _check_architecture(spec, shapes, weights)
+    if model is None and spec is None:
+        cls = meta.get("model_class") or "model of your own"
+        raise CheckpointError(f"{weights} holds the weights of a {cls} (no fastunlearn model "
+                              "spec); load them into an instance of it: "
+                              "load_checkpoint(path, model=...)")
+    if model is not None:
+        what = f"the given {type(model).__name__}"
+        _check_fit({k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes,
+                   weights, what)
+    else:
+        _check_architecture(spec, shapes, weights)
     try:
         state = load(blob)
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{weights} is not a readable safetensors file ({err})") from err
     del blob
-    try:
-        model = model_from_spec(spec)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{weights}: cannot rebuild the model ({err})") from err
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{weights} does not fit architecture {spec['name']!r}: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    bad = [k for k in expected if expected[k].shape != state[k].shape]
-    if bad:
-        k = bad[0]
-        raise CheckpointError(
-            f"{weights} does not fit architecture {spec['name']!r}: {k} has shape "
-            f"{tuple(state[k].shape)}, expected {tuple(expected[k].shape)}"
-        )
+    if model is None:
+        try:
+            model = model_from_spec(spec)
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{weights}: cannot rebuild the model ({err})") from err
+        what = f"architecture {spec['name']!r}"
+        device = "cpu" if device is None else device
+    _check_fit({k: tuple(v.shape) for k, v in model.state_dict().items()},
+               {k: tuple(v.shape) for k, v in state.items()}, weights, what)
     model.load_state_dict(state, strict=True)
-    model.to(device).eval()
+    if device is not None:
+        model.to(device)
+    model.eval()
     return Checkpoint(model, meta, weights)

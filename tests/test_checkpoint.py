@@ -1,4 +1,5 @@
 import contextlib
+import datetime
 import errno
 import hashlib
 import json
@@ -297,6 +298,130 @@ def test_files_respect_the_umask(tmp_path, synthetic, umask, mode):
     assert path.with_suffix(".json").stat().st_mode & 0o777 == mode
 
 
-def test_model_without_spec_is_refused(tmp_path):
-    with pytest.raises(CheckpointError, match="create_model"):
-        save_checkpoint(tmp_path / "x", torch.nn.Linear(2, 2))
+# ------------------------------------------------ any nn.Module, user metadata (issue 14)
+
+
+def _user_net(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 4),
+    )
+
+
+USER_META = {"run": "exp-7", "lr": 0.05, "ok": True, "none": None,
+             "tags": ["a", "b"], "nested": {"pair": (1, 2), "deep": [{"x": 1.5}]}}
+
+
+@pytest.fixture()
+def user_saved(tmp_path):
+    net = _user_net(0)
+    net.train()
+    net(torch.randn(5, 1, 8, 8))  # non-trivial BatchNorm running stats
+    path = save_checkpoint(tmp_path / "mine", net, metadata=USER_META, seed=11)
+    return net, path
+
+
+def test_any_module_round_trip_with_metadata(user_saved):
+    net, path = user_saved
+    want = json.loads(json.dumps(USER_META))  # the tuple reads back as a list
+    meta = read_metadata(path)
+    assert meta["metadata"] == want and meta["model"] is None and meta["seed"] == 11
+    assert meta["model_class"] == "torch.nn.modules.container.Sequential"
+    assert json.loads(path.with_suffix(".json").read_text())["metadata"] == want
+    fresh = _user_net(1)
+    assert not _same_weights(net, fresh)
+    ck = load_checkpoint(path, model=fresh)
+    assert ck.model is fresh and _same_weights(net, fresh)
+    assert ck.metadata == want and ck.path == path
+    assert not fresh.training
+    x = torch.randn(2, 1, 8, 8)
+    net.eval()
+    assert torch.equal(net(x), fresh(x))
+    assert verify_checkpoint(path)["metadata"] == want
+
+
+def test_user_checkpoint_keeps_the_integrity_checks(user_saved):
+    _, path = user_saved
+    blob = bytearray(path.read_bytes())
+    blob[-3] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    fresh = _user_net(1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError, match="damaged or replaced"):
+        load_checkpoint(path, model=fresh)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
+def test_user_checkpoint_without_model_is_one_line(user_saved):
+    _, path = user_saved
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert "\n" not in msg and "model=" in msg and "Sequential" in msg
+
+
+def test_user_checkpoint_into_the_wrong_model(user_saved):
+    _, path = user_saved
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    before = other[0].weight.clone()
+    with pytest.raises(CheckpointError, match="does not fit the given Sequential"):
+        load_checkpoint(path, model=other)
+    assert torch.equal(other[0].weight, before)
+    wider = _user_net(0)
+    wider[4] = torch.nn.Linear(3 * 6 * 6, 5)
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_checkpoint(path, model=wider)
+    with pytest.raises(TypeError, match="nn.Module"):
+        load_checkpoint(path, model="Sequential")
+
+
+def test_fastunlearn_model_with_metadata_loads_without_model(saved, synthetic, tmp_path):
+    model, _ = saved
+    path = save_checkpoint(tmp_path / "f", model, dataset=synthetic, metadata={"note": "x"})
+    ck = load_checkpoint(path)
+    assert _same_weights(model, ck.model) and ck.metadata == {"note": "x"}
+    into = create_model("small_cnn", synthetic)
+    assert load_checkpoint(path, model=into).model is into and _same_weights(model, into)
+
+
+@pytest.mark.parametrize("metadata,where", [
+    ({"when": datetime.datetime(2024, 1, 1)}, "metadata['when'] is a datetime"),
+    ({"ids": {1, 2}}, "metadata['ids'] is a set"),
+    ({"a": [1, torch.tensor(2.0)]}, "metadata['a'][1] is a Tensor"),
+    ({3: "x"}, "has the key 3"),
+    (["not", "a", "dict"], "must be a dict"),
+])
+def test_non_json_metadata_is_refused_before_writing(saved, metadata, where):
+    model, path = saved
+    side = path.with_suffix(".json")
+    old = path.read_bytes(), side.read_bytes()
+    with pytest.raises(TypeError) as info:
+        save_checkpoint(path, _user_net(0), metadata=metadata)
+    assert where in str(info.value) and "\n" not in str(info.value)
+    assert (path.read_bytes(), side.read_bytes()) == old
+    assert list(path.parent.glob(".*.tmp")) == []
+    assert _same_weights(model, load_checkpoint(path).model)
+
+
+def test_self_containing_metadata_is_refused(tmp_path):
+    loop = {"a": []}
+    loop["a"].append(loop)
+    with pytest.raises(TypeError, match="contains itself"):
+        save_checkpoint(tmp_path / "x", _user_net(0), metadata=loop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_state_without_tensors_is_refused_before_writing(tmp_path):
+    class Extra(torch.nn.Linear):
+        def get_extra_state(self):
+            return {"step": 3}
+
+        def set_extra_state(self, state):
+            pass
+
+    with pytest.raises(TypeError, match="not a tensor"):
+        save_checkpoint(tmp_path / "x", Extra(2, 2))
+    with pytest.raises(TypeError, match="nn.Module"):
+        save_checkpoint(tmp_path / "x", {"w": torch.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
