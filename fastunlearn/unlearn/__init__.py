@@ -1,5 +1,7 @@
 """Unlearning methods: a registry of ``fn(model, split, config) -> UnlearnResult``."""
 
+# registers every built-in method (the registry never imports its users)
+from fastunlearn.unlearn import methods  # noqa: F401
 from fastunlearn.unlearn._registry import (
     config_classes,
     get_method,

@@ -82,11 +82,10 @@ def register_method(config_cls: type[UnlearnConfig]) -> Callable[[MethodFn], Met
 
 
 def _ensure_builtin() -> None:
-    """Register the built-in methods, then (once per process) the plugins: entry points of
-    :data:`ENTRY_POINT_GROUP` and the modules in :data:`ENV_VAR`."""
+    """Load (once per process) the plugins: entry points of :data:`ENTRY_POINT_GROUP` and the
+    modules in :data:`ENV_VAR`. The built-in methods are registered by the package's
+    ``__init__`` (which imports :mod:`fastunlearn.unlearn.methods`) before any of this runs."""
     global _plugins_loaded
-    from fastunlearn.unlearn import methods  # noqa: F401  (imports register the built-ins)
-
     if _plugins_loaded:
         return
     _plugins_loaded = True  # first: a plugin that looks methods up must not recurse
