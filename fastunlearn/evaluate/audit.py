@@ -33,7 +33,6 @@ import copy
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,8 @@ from torch import Tensor, nn
 
 from fastunlearn._device import model_device
 from fastunlearn.data.base import DataPart
+from fastunlearn.engine.rng import seeded
+from fastunlearn.engine.runner import StepRunner
 from fastunlearn.evaluate.drift import penultimate_features
 from fastunlearn.inference import accuracy, predict_logits
 
@@ -816,15 +817,15 @@ def linear_probe(
     opt = torch.optim.Adam([weight, bias], lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(int(seed))
     n = x_tr.shape[0]
+    runner = StepRunner(opt, None, int(epochs) * math.ceil(n / batch_size),
+                        desc="linear probe", progress=False, check_finite=False)
     with torch.enable_grad():
         for _ in range(int(epochs)):
             order = torch.randperm(n, generator=g)
             for b in range(0, n, batch_size):
                 pos = order[b : b + batch_size]
-                loss = nn.functional.cross_entropy(x_tr[pos] @ weight.T + bias, y_tr[pos])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                runner.step(nn.functional.cross_entropy(x_tr[pos] @ weight.T + bias, y_tr[pos]))
+    runner.close()
     with torch.no_grad():
         pred = (x_ev @ weight.T + bias).argmax(1)
     out_pred = predict_logits(model, eval_part).argmax(1)
@@ -858,21 +859,6 @@ def _endless(part: DataPart | None, batch_size: int, g: torch.Generator, device:
                                     augment=False)
 
     return gen()
-
-
-@contextmanager
-def _private_global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generator(s) for ``device`` inside the block (dropout draws from
-    them) and restore the caller's state afterwards."""
-    cuda = device.type == "cuda"
-    index = (device.index if device.index is not None else torch.cuda.current_device()) if cuda \
-        else None
-    with torch.random.fork_rng(devices=[index] if cuda else []):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 def relearn_time(
@@ -922,22 +908,25 @@ def relearn_time(
     g_retain = torch.Generator().manual_seed(int(seed) + 1)
     retain_batches = _endless(retain_subset, batch_size, g_retain, device)
     curve = [accuracy(net, forget_subset)]
-    steps = 0
-    with _private_global_rng(int(seed), device), torch.enable_grad():
-        while curve[-1] < target_acc and steps < max_steps:
+
+    def measure(r: StepRunner) -> str:  # accuracy after every step; stop at the target
+        curve.append(accuracy(net, forget_subset))
+        return "reached" if curve[-1] >= target_acc else ""
+
+    runner = StepRunner(opt, None, max(1, max_steps), desc="relearn", progress=False,
+                        check_finite=False, callbacks=[measure])
+    with seeded(int(seed), device), torch.enable_grad():
+        while curve[-1] < target_acc and runner.steps < max_steps:
             for x, y in forget_subset.batches(batch_size, shuffle=True, generator=g,
                                               device=device, augment=False):
                 if retain_batches is not None:
                     xr, yr = next(retain_batches)
                     x, y = torch.cat([x, xr]), torch.cat([y, yr])
-                loss = nn.functional.cross_entropy(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                steps += 1
-                curve.append(accuracy(net, forget_subset))
-                if curve[-1] >= target_acc or steps >= max_steps:
+                runner.step(nn.functional.cross_entropy(net(x), y))
+                if runner.stopped or runner.steps >= max_steps:
                     break
+    runner.close()
+    steps = runner.steps
     reached = curve[-1] >= target_acc
     return {
         "steps": steps if reached else max_steps + 1,
