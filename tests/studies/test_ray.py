@@ -134,13 +134,19 @@ def ray_cluster(no_ray, monkeypatch):
     ``--temp-dir`` keeps its address file out of ``/tmp/ray``, so another ``ray.init()`` on this
     machine does not join it; ``--port 0`` takes a free port; ``--block`` keeps ``ray start`` in
     the foreground, and terminating it stops exactly this cluster's processes (``ray stop``
-    would stop every Ray process of the machine)."""
+    would stop every Ray process of the machine).
+
+    Token authentication is off on both sides: ``ray start`` turns it on when
+    ``~/.ray/auth_token`` exists (any earlier ``ray.init()`` writes one), and a driver given an
+    explicit address (``RAY_ADDRESS``) then needs ``RAY_AUTH_MODE=token`` — which in turn fails
+    where no token exists. Off, the test does not depend on what ran on the machine before."""
     temp_dir = Path(tempfile.mkdtemp(prefix="fu-ray-"))  # short: Ray's socket paths live here
-    env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--num-cpus", "2",
-           "--disable-usage-stats", "--include-dashboard", "false", "--port", "0",
-           "--temp-dir", str(temp_dir), "--block"]
+    beside = Path(sys.executable).with_name("ray")  # the venv's, beside its python
+    ray_cli = str(beside) if beside.exists() else shutil.which("ray") or "ray"
+    cmd = [ray_cli, "start", "--head", "--num-cpus", "2", "--disable-usage-stats",
+           "--include-dashboard", "false", "--port", "0", "--temp-dir", str(temp_dir), "--block"]
     log = (temp_dir / "ray-start.log").open("w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
@@ -153,6 +159,7 @@ def ray_cluster(no_ray, monkeypatch):
             time.sleep(0.2)
         address = address_file.read_text().strip()
         monkeypatch.setenv("RAY_ADDRESS", address)
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
         yield address
     finally:
         ray.shutdown()
