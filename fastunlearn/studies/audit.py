@@ -53,7 +53,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastunlearn.studies import engine
+from fastunlearn.studies.executors import _dispatch, progress_callbacks
+from fastunlearn.studies.keys import RESULT_FILE, digest, write_json_atomic
+from fastunlearn.studies.pool import (
+    _dataset,
+    _load_pool,
+    _warm_up,
+    pool_lock,
+    pool_path,
+    pool_ready,
+)
+from fastunlearn.studies.runlog import _run_log, machine
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +182,12 @@ _LAYOUT: dict[str, Any] = {}
 def layout(task: Task) -> dict[str, Any]:
     """The dataset, the global forget set ``F`` (sorted train indices), the membership matrix
     and the fixed KLoM retain points (cached per process)."""
-    key = engine.digest(task.key_data())
+    key = digest(task.key_data())
     if _LAYOUT.get("key") == key:
         return _LAYOUT["value"]
     from fastunlearn.data import split_from_spec
 
-    data = engine._dataset(task.dataset)
+    data = _dataset(task.dataset)
     full = split_from_spec(data, task.forget)
     n = len(data.train_labels)
     member = membership(n, task.shadows, task.seed)
@@ -211,7 +221,7 @@ def pool_key(task: Task, i: int, role: str) -> str:
             "seed": task.seed, "shadows": task.shadows, "index": i, "role": role}
     if role != "original":
         what["forget"] = task.forget
-    return f"shadow-{role}-" + engine.digest(what)
+    return f"shadow-{role}-" + digest(what)
 
 
 def build_shadow(job: dict[str, Any], pool_dir: str, device: str = "auto",
@@ -222,13 +232,13 @@ def build_shadow(job: dict[str, Any], pool_dir: str, device: str = "auto",
 
     if threads:
         torch.set_num_threads(threads)
-    engine._warm_up()
+    _warm_up()
     task, i, role = Task(**job["task"]), int(job["index"]), job["role"]
     pool = Path(pool_dir)
     key = pool_key(task, i, role)
-    path = engine.pool_path(pool, key)
-    with engine.pool_lock(pool, key):  # concurrent audits train each shadow once
-        if engine.pool_ready(pool, key):
+    path = pool_path(pool, key)
+    with pool_lock(pool, key):  # concurrent audits train each shadow once
+        if pool_ready(pool, key):
             meta = read_metadata(path.with_suffix(".safetensors"))
             return {"key": key, "trained": False,
                     "train_s": meta.get("metrics", {}).get("rte_s", math.nan)}
@@ -250,7 +260,7 @@ def _train_shadow(task: Task, i: int, role: str, key: str, path: Path, device: s
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_model(task.model, split.data)
-    with engine._run_log(path.parent):
+    with _run_log(path.parent):
         log.info("shadow %d %s: %s on %d samples", i, role, task.model, len(part))
         with measure(resolve_device(device)) as m:
             net = train(net, part, tcfg, eval_on={})
@@ -260,13 +270,13 @@ def _train_shadow(task: Task, i: int, role: str, key: str, path: Path, device: s
                     train_config=tcfg.to_dict(),
                     metrics={"rte_s": m.seconds, "peak_mem_mb": m.peak_mem_mb},
                     extra={"role": f"shadow-{role}", "pool_key": key, "shadow": i,
-                           "machine": engine.machine()})
+                           "machine": machine()})
     return {"key": key, "trained": True, "train_s": m.seconds}
 
 
 # ------------------------------------------------------------------------- one run
 def run_key(task: Task, method: str, config: dict[str, Any], i: int) -> str:
-    return engine.digest({"task": task.key_data(), "method": method, "config": config,
+    return digest({"task": task.key_data(), "method": method, "config": config,
                           "index": i})
 
 
@@ -318,19 +328,19 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
     done = _read_run(run_dir, run["key"])
     if done is not None:
         return {**done, "skipped": True}
-    engine._warm_up()
+    _warm_up()
     t0 = time.perf_counter()
     task, i, method = Task(**run["task"]), int(run["index"]), run["method"]
     pool = Path(pool_dir)
-    with engine._run_log(run_dir):
+    with _run_log(run_dir):
         split, _ = shadow_split(task, i)
-        original, _ = engine._load_pool(pool, pool_key(task, i, "original"))
-        gold, gold_meta = engine._load_pool(pool, pool_key(task, i, "retrain"))
+        original, _ = _load_pool(pool, pool_key(task, i, "original"))
+        gold, gold_meta = _load_pool(pool, pool_key(task, i, "retrain"))
         info: dict[str, Any] = {}
         if method == DO_NOTHING:
             model, rte = original, 0.0
         elif method == CEILING:
-            model, meta2 = engine._load_pool(pool, pool_key(task, i, "retrain2"))
+            model, meta2 = _load_pool(pool, pool_key(task, i, "retrain2"))
             rte = float(meta2.get("metrics", {}).get("rte_s", math.nan))
         else:
             # pool models load onto the CPU: "auto" here means the best device of the machine
@@ -360,9 +370,9 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
                           gold_retain=_phi(gold, data, "train", lay["R"]),
                           gold_val=_phi(gold, data, "test", lay["V"]))
         result = {"key": run["key"], "method": method, "index": i, "metrics": metrics,
-                  "info": info, "wall_s": time.perf_counter() - t0, "machine": engine.machine()}
+                  "info": info, "wall_s": time.perf_counter() - t0, "machine": machine()}
         _write_npz(run_dir / RESULT_NPZ, arrays)
-        engine.write_json_atomic(run_dir / engine.RESULT_FILE, result)
+        write_json_atomic(run_dir / RESULT_FILE, result)
         log.info("audit run %s shadow %d done in %.1f s", method, i, result["wall_s"])
     return {**result, "skipped": False}
 
@@ -379,7 +389,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _read_run(run_dir: Path, key: str) -> dict[str, Any] | None:
     """A finished run (its JSON names ``key`` and its arrays load), else None (redo)."""
-    path = run_dir / engine.RESULT_FILE
+    path = run_dir / RESULT_FILE
     if not path.exists():
         return None
     try:
@@ -536,7 +546,7 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
     todo = [r for r in runs if _read_run(out / "runs" / r["key"], r["key"]) is None]
     jobs = [{"task": task.key_data(), "index": i, "role": role}
             for i in range(task.shadows) for role in ROLES
-            if not engine.pool_ready(pool, pool_key(task, i, role))]
+            if not pool_ready(pool, pool_key(task, i, role))]
     counts = {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": 0,
               "pool_trained": 0, "pool_reused": len(ROLES) * task.shadows - len(jobs)}
     threads = config.threads
@@ -547,14 +557,14 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
     bar = tqdm(total=len(jobs) + len(todo), desc=f"audit {out.name}", unit="job",
                disable=not config.progress)
 
-    pool_done, run_done = engine.progress_callbacks(
+    pool_done, run_done = progress_callbacks(
         bar, counts, lambda res: f"{res['method']} #{res['index']}")
 
     resources = {"cpus": 1, "gpus": 0}
     try:
-        engine._dispatch(build_shadow, [(j, str(pool), config.device, threads) for j in jobs],
+        _dispatch(build_shadow, [(j, str(pool), config.device, threads) for j in jobs],
                          config.executor, config.workers, resources, pool_done)
-        engine._dispatch(execute_audit_run,
+        _dispatch(execute_audit_run,
                          [(r, str(out), str(pool), config.device, threads) for r in todo],
                          config.executor, config.workers, resources, run_done)
     finally:
@@ -582,7 +592,7 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
     from fastunlearn.studies.audit_report import write_audit_report
 
     report = write_audit_report(out, rows, arrays, config=config, task=task, counts=counts,
-                                wall_s=wall, machine=engine.machine())
+                                wall_s=wall, machine=machine())
     return AuditResult(out=out, rows=rows, counts=counts, wall_s=wall, report=report)
 
 

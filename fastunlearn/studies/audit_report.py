@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from fastunlearn.studies import engine
+from fastunlearn.studies.keys import write_json_atomic
+from fastunlearn.studies.tables import write_csv
 
 COLUMNS = (
     ("forget_score", "forget score ↑", 3),
@@ -65,8 +66,8 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
                "wall_s": wall_s, "machine": machine,
                "arrays": "audit.npz (keys METHOD__epsilon, __ulira_forgotten, "
                          "__ulira_never_seen, __klom_forget/retain/val)"}
-    engine.write_json_atomic(out / "audit.json", payload)
-    engine.write_csv(rows, out / "results.csv")
+    write_json_atomic(out / "audit.json", payload)
+    write_csv(rows, out / "results.csv")
 
     methods = [r["method"] for r in rows]
     eps = {m: arrays[f"{m}/epsilon"] for m in methods}

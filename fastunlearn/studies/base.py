@@ -1,7 +1,7 @@
 """Studies: a registry, the options every study shares, and :func:`run`.
 
 A study turns a :class:`StudyConfig` into runs (``plan``), lets the engine execute them
-(:func:`fastunlearn.studies.engine.execute`) and turns the finished rows into a report
+(:func:`fastunlearn.studies.executors.execute`) and turns the finished rows into a report
 (``report``): ``results.csv`` (one row per run, every metric), ``summary.csv`` (mean ± 95 % CI
 over seeds), ``report.md`` and PNG plots, all in the study's output directory.
 """
@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastunlearn.studies import engine
+from fastunlearn.studies.executors import EXECUTORS, execute
+from fastunlearn.studies.keys import DO_NOTHING, make_run
+from fastunlearn.studies.tables import aggregate, fmt, result_rows, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ FAST_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun", "boundary_shrink", "s
 # the default of cost-quality: the fast ones plus methods III (issue 16)
 COST_QUALITY_METHODS = FAST_METHODS + ("ssd", "sfr_on", "rum", "msg", "ct", "delete")
 NOT_FOR_STUDIES = ("retrain", "sisa")
-EXECUTORS = engine.EXECUTORS
+EXECUTORS = EXECUTORS
 
 
 @dataclass
@@ -282,7 +284,7 @@ def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyRe
     runs = study.plan(config, data)
     if not runs:
         raise ValueError(f"study {name!r} planned no runs; check --methods / options")
-    methods = {r["method"] for r in runs} - {"retrain", engine.DO_NOTHING}
+    methods = {r["method"] for r in runs} - {"retrain", DO_NOTHING}
     stray = sorted(set(config.method_options) - methods)
     if stray:
         raise ValueError(f"options are set for {stray[0]!r}, which this study does not run "
@@ -290,14 +292,14 @@ def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyRe
     for m in sorted(methods):
         config.check_method_config(m)
     log.info("study %s: %d runs into %s", name, len(runs), out)
-    results, counts = engine.execute(
+    results, counts = execute(
         runs, out, pool_dir=config.pool, executor=config.executor, workers=config.workers,
         device=config.device, threads=config.threads, cpus_per_run=config.cpus_per_run,
         gpus_per_run=config.gpus_per_run, eval_options=config.eval_options(),
         progress=config.progress,
     )
-    rows = engine.result_rows(results)
-    engine.write_csv(rows, out / "results.csv")
+    rows = result_rows(results)
+    write_csv(rows, out / "results.csv")
     ctx = StudyContext(config, data, results, rows, out, counts, time.perf_counter() - t0)
     body = study.report(ctx)
     report = out / "report.md"
@@ -357,13 +359,13 @@ HEADLINE_METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy", "avg
 def summarise(ctx: StudyContext, by: Sequence[str], metrics: Sequence[str] = HEADLINE_METRICS,
               ) -> list[dict[str, Any]]:
     """Aggregate over seeds and write ``summary.csv``."""
-    summary = engine.aggregate(ctx.rows, by, metrics)
-    engine.write_csv(summary, ctx.out / "summary.csv")
+    summary = aggregate(ctx.rows, by, metrics)
+    write_csv(summary, ctx.out / "summary.csv")
     return summary
 
 
 def cell(row: Mapping[str, Any], metric: str, nd: int = 2) -> str:
-    return engine.fmt(row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan),
+    return fmt(row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan),
                       nd)
 
 
@@ -399,7 +401,7 @@ def task_runs(config: StudyConfig, *, dataset: str, model: str, forget: Mapping[
     for seed in range(config.seeds):
         names = (["retrain"] if with_retrain else []) + list(methods)
         for m in names:
-            runs.append(engine.make_run(
+            runs.append(make_run(
                 dataset=dataset, model=model, forget=forget, method=m,
                 train=config.train_config(),
                 config={} if m == "retrain" else config.method_config(m), seed=seed,

@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastunlearn.studies import engine
 from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
@@ -47,6 +46,7 @@ from fastunlearn.studies.base import (
     summarise,
     task_runs,
 )
+from fastunlearn.studies.tables import aggregate, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,8 @@ class Collateral:
         classes = list(ctx.data.classes)
         tol = tolerance(ctx.config)
         summarise(ctx, ["tag.forgotten", "method"], METRICS)
-        by_method = engine.aggregate(ctx.rows, ["method"], METRICS)
-        engine.write_csv(by_method, ctx.out / "summary_by_method.csv")
+        by_method = aggregate(ctx.rows, ["method"], METRICS)
+        write_csv(by_method, ctx.out / "summary_by_method.csv")
         tasks = list(dict.fromkeys(r["run"]["tags"]["forgotten"] for r in ctx.results))
         methods = list(dict.fromkeys(r["run"]["method"] for r in ctx.results
                                      if r["run"]["method"] != "retrain"))
@@ -313,7 +313,7 @@ def _write_changes(path: Path, mats: Mapping[str, Mapping[str, Mapping[str, floa
     rows = [{"method": m, "forgotten": t, "class": c, "change": mats[m][t][c],
              "is_forgotten": c in t.split(",")}
             for m in mats for t in tasks for c in classes]
-    engine.write_csv(rows, path)
+    write_csv(rows, path)
 
 
 # ------------------------------------------------------------------------------- plots

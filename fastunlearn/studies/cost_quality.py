@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from fastunlearn.studies import engine
 from fastunlearn.studies.base import (
     COST_QUALITY_METHODS,
     StudyConfig,
@@ -38,6 +37,7 @@ from fastunlearn.studies.base import (
     summarise,
     task_runs,
 )
+from fastunlearn.studies.keys import DO_NOTHING, make_run
 
 OPTIONS = ("shadows", "quality")
 # quality axis → (column of the summary row, label, value to minimise)
@@ -109,8 +109,8 @@ class CostQuality:
         runs = task_runs(config, dataset=config.dataset, model=config.model, forget=forget,
                          methods=_methods(config, forget))
         for seed in range(config.seeds):  # the do-nothing row
-            runs.append(engine.make_run(dataset=config.dataset, model=config.model,
-                                        forget=forget, method=engine.DO_NOTHING,
+            runs.append(make_run(dataset=config.dataset, model=config.model,
+                                        forget=forget, method=DO_NOTHING,
                                         train=config.train_config(), seed=seed))
         return runs
 
@@ -123,8 +123,8 @@ class CostQuality:
             r.update({k: v for k, v in audit_rows.get(r["method"], {}).items()
                       if k != "method"})
         gold_row = next((r for r in summary if r["method"] == "retrain"), None)
-        nothing = next((r for r in summary if r["method"] == engine.DO_NOTHING), None)
-        methods = [r for r in summary if r["method"] not in ("retrain", engine.DO_NOTHING)]
+        nothing = next((r for r in summary if r["method"] == DO_NOTHING), None)
+        methods = [r for r in summary if r["method"] not in ("retrain", DO_NOTHING)]
         for r in methods:
             r["_q"] = _quality(r, quality, gold_row)
         methods.sort(key=lambda r: (not math.isfinite(r["_q"]), r["_q"]))

@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from fastunlearn.studies import engine
 from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
@@ -36,6 +35,7 @@ from fastunlearn.studies.base import (
     summarise,
     task_runs,
 )
+from fastunlearn.studies.tables import fmt, mean_ci
 
 DEFAULT_MODELS = ("small_cnn", "lenet5", "resnet18", "mobilenetv2", "vit_tiny", "mobilevit")
 # Registered models that are not single plain classifiers.
@@ -102,12 +102,12 @@ class CrossArch:
             s = per_model[a]
             body.append([
                 f"`{a}`", _count(params[a]),
-                engine.fmt(s["gap_mean"], s["gap_ci95"]),
+                fmt(s["gap_mean"], s["gap_ci95"]),
                 f"`{s['best']}` ({s['best_gap']:.2f})" if s["best"] else "—",
-                engine.fmt(s["rte_mean"], math.nan, 3),
-                engine.fmt(s["orig_test_mean"], s["orig_test_ci95"], 1),
-                engine.fmt(s["gold_test_mean"], s["gold_test_ci95"], 1),
-                engine.fmt(s["gold_s_mean"], s["gold_s_ci95"], 1),
+                fmt(s["rte_mean"], math.nan, 3),
+                fmt(s["orig_test_mean"], s["orig_test_ci95"], 1),
+                fmt(s["gold_test_mean"], s["gold_test_ci95"], 1),
+                fmt(s["gold_s_mean"], s["gold_s_ci95"], 1),
             ])
         text += md_table(["model", "params", "mean Avg-Gap over methods", "best method",
                           "mean RTE ratio", "original TA", "retrain TA", "retrain time (s)"],
@@ -156,7 +156,7 @@ def model_summary(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, An
             firsts.setdefault(r["seed"], r)
             if r["method"] in methods and _finite(r.get("avg_gap")):
                 by_seed.setdefault(r["seed"], []).append(r["avg_gap"])
-        gap, gap_ci, _ = engine.mean_ci([sum(v) / len(v) for v in by_seed.values()])
+        gap, gap_ci, _ = mean_ci([sum(v) / len(v) for v in by_seed.values()])
         ranked = sorted((s["avg_gap_mean"], s["method"]) for s in summary
                          if s["model"] == a and s["method"] in methods
                          and _finite(s["avg_gap_mean"]))
@@ -170,7 +170,7 @@ def model_summary(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, An
         }
         for key, col in (("orig_test", "original_test_acc"), ("gold_test", "retrain_test_acc"),
                          ("gold_s", "retrain_rte_s")):
-            m, h, _ = engine.mean_ci([r.get(col) for r in firsts.values()
+            m, h, _ = mean_ci([r.get(col) for r in firsts.values()
                                       if _finite(r.get(col))])
             entry[f"{key}_mean"], entry[f"{key}_ci95"] = m, h
         out[a] = entry

@@ -30,7 +30,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from fastunlearn.studies import engine
 from fastunlearn.studies.base import (
     StudyConfig,
     StudyContext,
@@ -42,6 +41,7 @@ from fastunlearn.studies.base import (
     summarise,
     task_runs,
 )
+from fastunlearn.studies.tables import aggregate
 
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50)
 DEFAULT_CLASS_COUNTS = (1, 2, 3)
@@ -199,7 +199,7 @@ def retrain_reference(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     firsts = [{"tag.kind": k[0], "tag.size": k[1],
                **{c.removeprefix("retrain_"): r.get(c) for c in RETRAIN_COLUMNS}}
               for k, r in per_seed.items()]
-    return engine.aggregate(firsts, ["tag.kind", "tag.size"],
+    return aggregate(firsts, ["tag.kind", "tag.size"],
                             [c.removeprefix("retrain_") for c in RETRAIN_COLUMNS])
 
 

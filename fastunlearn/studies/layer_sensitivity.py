@@ -3,7 +3,7 @@
 Every method unlearns one forget task (``forget``, default the first class) several times: with
 every weight trainable (``all``), with only one block trainable (``only:BLOCK``, for each block)
 and with the first ``k`` blocks frozen (``freeze_first:k``, k = 1 … blocks − 1). Blocks are
-:func:`fastunlearn.studies.engine.model_blocks` — the probe blocks of the CKA drift metric plus
+:func:`fastunlearn.studies.pool.model_blocks` — the probe blocks of the CKA drift metric plus
 ``head`` (the final linear layer), in forward order. The gold retrain is the reference row,
 once per seed. The report gives forget / retain / test accuracy per (method, variant), plots
 them against the trainable block and against ``k``, shows the per-layer CKA drift (1 − linear
@@ -113,7 +113,7 @@ def parse_options(options: Mapping[str, Any], blocks: Mapping[str, Any]) -> dict
 def block_params(config: StudyConfig, data: Any) -> dict[str, int]:
     """``{block: parameter count}`` of ``config.model`` on ``data``, in forward order."""
     from fastunlearn.models import create_model
-    from fastunlearn.studies.engine import model_blocks
+    from fastunlearn.studies.pool import model_blocks
 
     net = create_model(config.model, data)
     return {n: sum(p.numel() for p in b.parameters()) for n, b in model_blocks(net).items()}
@@ -123,7 +123,7 @@ def _trainable(net: Any, variant: Mapping[str, Any]) -> int:
     """Weights left trainable by ``variant`` (applied to a fresh copy of ``net``)."""
     import copy
 
-    from fastunlearn.studies.engine import apply_variant
+    from fastunlearn.studies.pool import apply_variant
 
     net = copy.deepcopy(net)
     apply_variant(net, variant)

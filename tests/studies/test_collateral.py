@@ -13,7 +13,7 @@ import pytest
 
 from fastunlearn.studies import StudyConfig, run
 from fastunlearn.studies.collateral import Collateral, class_changes, forget_tasks
-from fastunlearn.studies.engine import original_key, retrain_key
+from fastunlearn.studies.keys import original_key, retrain_key
 
 
 def _tasks(digits, **kw):

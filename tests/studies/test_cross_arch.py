@@ -12,7 +12,7 @@ import pytest
 
 from fastunlearn.data import load_dataset
 from fastunlearn.models import list_models
-from fastunlearn.studies import StudyConfig, engine, run
+from fastunlearn.studies import StudyConfig, keys, run
 from fastunlearn.studies.cross_arch import (
     DEFAULT_MODELS,
     CrossArch,
@@ -43,8 +43,8 @@ def test_plan_default_models(digits):
     n = len(DEFAULT_MODELS)
     assert len(runs) == n * 2 * 3  # models × seeds × (retrain + ga + ft)
     assert len({r["key"] for r in runs}) == len(runs)
-    assert len({engine.retrain_key(r) for r in runs}) == n * 2
-    assert len({engine.original_key(r) for r in runs}) == n * 2
+    assert len({keys.retrain_key(r) for r in runs}) == n * 2
+    assert len({keys.original_key(r) for r in runs}) == n * 2
     assert sum(r["method"] == "retrain" for r in runs) == n * 2
     assert {r["model"] for r in runs} == set(DEFAULT_MODELS)
     assert all(r["tags"]["arch"] == r["model"] for r in runs)

@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 import fastunlearn as fu
-from fastunlearn.studies import engine
+from fastunlearn.studies import executors, keys, pool, tables
 from fastunlearn.studies.base import StudyConfig, parse_forget
 from fastunlearn.studies.cost_quality import pareto_front
 
@@ -27,31 +27,31 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 # --------------------------------------------------------------------------- statistics
 def test_mean_ci_matches_student_t():
-    mean, half, n = engine.mean_ci([1.0, 2.0, 3.0])
+    mean, half, n = tables.mean_ci([1.0, 2.0, 3.0])
     # sd = 1, t_{0.975, 2} = 4.3026527297 → half-width 4.3027 / sqrt(3)
     assert n == 3 and mean == pytest.approx(2.0)
     assert half == pytest.approx(4.302652729749464 / math.sqrt(3), rel=1e-9)
     xs = [0.3, -1.2, 4.5, 2.2, 0.0]
     lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 5, scale=stats.sem(xs))
-    m, h, _ = engine.mean_ci(xs)
+    m, h, _ = tables.mean_ci(xs)
     assert (m - h, m + h) == pytest.approx((lo, hi), rel=1e-12)
 
 
 def test_mean_ci_edge_cases():
-    assert math.isnan(engine.mean_ci([5.0])[1]) and engine.mean_ci([5.0])[0] == 5.0
-    assert math.isnan(engine.mean_ci([])[0])
-    m, h, n = engine.mean_ci([1.0, float("nan"), 3.0])  # non-finite values are ignored
+    assert math.isnan(tables.mean_ci([5.0])[1]) and tables.mean_ci([5.0])[0] == 5.0
+    assert math.isnan(tables.mean_ci([])[0])
+    m, h, n = tables.mean_ci([1.0, float("nan"), 3.0])  # non-finite values are ignored
     assert n == 2 and m == 2.0 and h == pytest.approx(12.706204736174698 * 1.0, rel=1e-9)
-    assert engine.mean_ci([2.0, 2.0, 2.0])[1] == 0.0
+    assert tables.mean_ci([2.0, 2.0, 2.0])[1] == 0.0
 
 
 def test_aggregate_groups_over_seeds():
     rows = [{"method": "a", "seed": s, "x": v} for s, v in enumerate([1.0, 2.0, 3.0])]
     rows += [{"method": "b", "seed": 0, "x": 10.0}]
-    agg = engine.aggregate(rows, ["method"], ["x"])
+    agg = tables.aggregate(rows, ["method"], ["x"])
     assert [r["method"] for r in agg] == ["a", "b"] and [r["n"] for r in agg] == [3, 1]
     assert agg[0]["x_mean"] == 2.0
-    assert agg[0]["x_ci95"] == pytest.approx(engine.mean_ci([1, 2, 3])[1])
+    assert agg[0]["x_ci95"] == pytest.approx(tables.mean_ci([1, 2, 3])[1])
     assert math.isnan(agg[1]["x_ci95"])
 
 
@@ -64,18 +64,18 @@ def test_pareto_front():
 
 # ------------------------------------------------------------------------------ keys
 def test_run_keys_ignore_tags_and_separate_pool_models():
-    a = engine.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
+    a = keys.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
                         "classes": ["3"]}, method="ga", seed=0, tags={"x": 1})
-    b = engine.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
+    b = keys.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
                         "classes": ["3"]}, method="ga", seed=0, tags={"x": 2})
-    c = engine.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
+    c = keys.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
                         "classes": ["4"]}, method="ga", seed=0)
-    d = engine.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
+    d = keys.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
                         "classes": ["3"]}, method="ga", seed=0, config={"lr": 0.1})
     assert a["key"] == b["key"] != c["key"] != d["key"]
-    assert engine.original_key(a) == engine.original_key(c)  # one original per (data, model)
-    assert engine.retrain_key(a) != engine.retrain_key(c)   # one gold model per forget set
-    assert engine.retrain_key(a) == engine.retrain_key(d)
+    assert keys.original_key(a) == keys.original_key(c)  # one original per (data, model)
+    assert keys.retrain_key(a) != keys.retrain_key(c)   # one gold model per forget set
+    assert keys.retrain_key(a) == keys.retrain_key(d)
 
 
 def test_config_and_forget_validation():
@@ -102,22 +102,22 @@ def test_config_and_forget_validation():
 
 def test_variants_restrict_trainable_weights(digits):
     model = fu.create_model("small_cnn", digits)
-    blocks = engine.model_blocks(model)
+    blocks = pool.model_blocks(model)
     assert list(blocks)[-1] == "head" and len(blocks) >= 3
     first = list(blocks)[0]
-    engine.apply_variant(model, {"only": first})
+    pool.apply_variant(model, {"only": first})
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == {id(p) for p in blocks[first].parameters()}
     model = fu.create_model("small_cnn", digits)
-    engine.apply_variant(model, {"freeze_first": 2})
+    pool.apply_variant(model, {"freeze_first": 2})
     frozen = {id(p) for p in model.parameters() if not p.requires_grad}
-    names = list(engine.model_blocks(model))
-    blocks = engine.model_blocks(model)
+    names = list(pool.model_blocks(model))
+    blocks = pool.model_blocks(model)
     assert frozen == {id(p) for n in names[:2] for p in blocks[n].parameters()}
     with pytest.raises(ValueError, match="no block 'nope'"):
-        engine.apply_variant(model, {"only": "nope"})
+        pool.apply_variant(model, {"only": "nope"})
     with pytest.raises(ValueError, match="freeze_first"):
-        engine.apply_variant(model, {"freeze_first": 99})
+        pool.apply_variant(model, {"freeze_first": 99})
 
 
 # ----------------------------------------------------------------- end to end + resume
@@ -176,7 +176,7 @@ def test_cost_quality_options_are_checked(tmp_path, options, msg):
 
 def test_resume_after_interruption_skips_finished_runs(tmp_path, monkeypatch):
     out, pool = str(tmp_path / "cq"), str(tmp_path / "pool")
-    real = engine.execute_run
+    real = executors.execute_run
     calls = []
 
     def dies_on_third(*args, **kw):
@@ -185,7 +185,7 @@ def test_resume_after_interruption_skips_finished_runs(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the study is killed during its third run
         return real(*args, **kw)
 
-    monkeypatch.setattr(engine, "execute_run", dies_on_third)
+    monkeypatch.setattr(executors, "execute_run", dies_on_third)
     cfg = {**TINY, "methods": ("ga", "ft", "neggrad_plus")}
     with pytest.raises(KeyboardInterrupt):
         fu.studies.run("cost-quality", out=out, pool=pool, **cfg)
@@ -194,7 +194,7 @@ def test_resume_after_interruption_skips_finished_runs(tmp_path, monkeypatch):
     # a half-written temp file from the killed run must not count as a result
     (Path(out) / "runs" / "junk").mkdir()
     (Path(out) / "runs" / "junk" / ".result.json.123.tmp").write_text("{")
-    monkeypatch.setattr(engine, "execute_run", real)
+    monkeypatch.setattr(executors, "execute_run", real)
     res = fu.studies.run("cost-quality", out=out, pool=pool, **cfg)
     # 5 runs: retrain, 3 methods, the do-nothing original
     assert res.counts["skipped"] == 2 and res.counts["ran"] == 3
@@ -218,7 +218,7 @@ def test_multi_seed_reports_confidence_intervals(tmp_path):
     summary = {r["method"]: r for r in _csv(tmp_path / "cq" / "summary.csv")}
     rows = [r for r in _csv(tmp_path / "cq" / "results.csv") if r["method"] == "ga"]
     vals = [float(r["test_acc"]) for r in rows]
-    m, h, _ = engine.mean_ci(vals)
+    m, h, _ = tables.mean_ci(vals)
     assert float(summary["ga"]["test_acc_mean"]) == pytest.approx(m)
     assert float(summary["ga"]["test_acc_ci95"]) == pytest.approx(h)
     assert summary["ga"]["n"] == "2"
@@ -226,7 +226,7 @@ def test_multi_seed_reports_confidence_intervals(tmp_path):
 
 
 def _comparable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    skip = set(engine.TIMING_COLUMNS)
+    skip = set(keys.TIMING_COLUMNS)
     return [{k: v for k, v in r.items() if k not in skip} for r in rows]
 
 
@@ -263,16 +263,17 @@ def test_ray_gives_the_local_table(tmp_path):
                              **cfg)
     finally:
         ray.shutdown()
-    assert res.counts["ran"] == 2 and res.counts["pool_trained"] == 2
+    # retrain, ga and the do-nothing row; one original and one gold model
+    assert res.counts["ran"] == 3 and res.counts["pool_trained"] == 2
     _assert_same_table(tmp_path / "a" / "cq" / "results.csv",
                        tmp_path / "b" / "cq" / "results.csv")
 
 
 def test_duplicate_keys_are_refused(tmp_path):
-    run = engine.make_run(dataset="digits", model="small_cnn",
+    run = keys.make_run(dataset="digits", model="small_cnn",
                           forget={"type": "class", "classes": ["3"]}, method="ga")
     with pytest.raises(ValueError, match="same key"):
-        engine.execute([run, dict(run)], tmp_path / "x", progress=False)
+        executors.execute([run, dict(run)], tmp_path / "x", progress=False)
 
 
 def test_pool_models_are_checkpoints_with_their_training_time(tmp_path):
@@ -288,9 +289,9 @@ def test_pool_models_are_checkpoints_with_their_training_time(tmp_path):
 
 def test_freeze_first_also_freezes_stem_weights_outside_blocks(digits):
     model = fu.create_model("resnet18", digits)
-    blocks = engine.model_blocks(model)
+    blocks = pool.model_blocks(model)
     assert "conv1" not in blocks  # the stem conv belongs to no probe block
-    engine.apply_variant(model, {"freeze_first": 2})
+    pool.apply_variant(model, {"freeze_first": 2})
     later = {id(p) for b in list(blocks.values())[2:] for p in b.parameters()}
     for name, p in model.named_parameters():
         assert p.requires_grad == (id(p) in later), name
@@ -298,8 +299,8 @@ def test_freeze_first_also_freezes_stem_weights_outside_blocks(digits):
 
 def test_zero_shot_with_frozen_head_says_so(digits):
     model = fu.create_model("small_cnn", digits)
-    first = list(engine.model_blocks(model))[0]
-    engine.apply_variant(model, {"only": first})
+    first = list(pool.model_blocks(model))[0]
+    pool.apply_variant(model, {"only": first})
     split = fu.forget_classes(digits, ["3"])
     with pytest.raises(ValueError, match="classifier is frozen"):
         fu.unlearn(model, split, fu.ZeroShotConfig(progress=False))

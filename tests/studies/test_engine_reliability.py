@@ -12,26 +12,27 @@ import pytest
 import torch
 
 from fastunlearn.checkpoint import CheckpointError
-from fastunlearn.studies import engine
+from fastunlearn.studies import keys
+from fastunlearn.studies import pool as pool_mod
 
-RUN = engine.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
+RUN = keys.make_run(dataset="digits", model="small_cnn", forget={"type": "class",
                       "classes": ["3"]}, method="ga", train={"epochs": 1}, seed=0)
-JOB = {"key": engine.original_key(RUN), "role": "original", "run": RUN}
+JOB = {"key": keys.original_key(RUN), "role": "original", "run": RUN}
 
 
 def _weights(pool: Path) -> Path:
-    return engine.pool_path(pool, JOB["key"]).with_suffix(".safetensors")
+    return pool_mod.pool_path(pool, JOB["key"]).with_suffix(".safetensors")
 
 
 def _training_lines(pool: Path) -> int:
-    log = engine.pool_path(pool, JOB["key"]).parent / "run.log"
+    log = pool_mod.pool_path(pool, JOB["key"]).parent / "run.log"
     return log.read_text().count("training original") if log.exists() else 0
 
 
 @pytest.fixture()
 def pool(tmp_path):
     p = tmp_path / "pool"
-    assert engine.build_pool_model(JOB, str(p), "cpu", 1)["trained"]
+    assert pool_mod.build_pool_model(JOB, str(p), "cpu", 1)["trained"]
     return p
 
 
@@ -46,15 +47,15 @@ def test_damaged_pool_model_is_retrained(pool, damage):
         w.write_bytes(blob[:-3] + bytes([blob[-3] ^ 0x55]) + blob[-2:])
     else:
         w.write_bytes(b"")
-    assert not engine.pool_ready(pool, JOB["key"])
-    assert engine.build_pool_model(JOB, str(pool), "cpu", 1)["trained"]
-    assert engine.pool_ready(pool, JOB["key"]) and _training_lines(pool) == 2
-    model, meta = engine._load_pool(pool, JOB["key"])
+    assert not pool_mod.pool_ready(pool, JOB["key"])
+    assert pool_mod.build_pool_model(JOB, str(pool), "cpu", 1)["trained"]
+    assert pool_mod.pool_ready(pool, JOB["key"]) and _training_lines(pool) == 2
+    model, meta = pool_mod._load_pool(pool, JOB["key"])
     assert meta["pool_key"] == JOB["key"] and isinstance(model, torch.nn.Module)
 
 
 def test_pool_model_is_reused_when_whole(pool):
-    assert not engine.build_pool_model(JOB, str(pool), "cpu", 1)["trained"]
+    assert not pool_mod.build_pool_model(JOB, str(pool), "cpu", 1)["trained"]
     assert _training_lines(pool) == 1
 
 
@@ -62,12 +63,12 @@ def test_unloadable_pool_model_is_one_line_saying_what_to_do(pool):
     w = _weights(pool)
     w.write_bytes(w.read_bytes()[:-10])
     with pytest.raises(CheckpointError, match="run the study again") as err:
-        engine._load_pool(pool, JOB["key"])
+        pool_mod._load_pool(pool, JOB["key"])
     assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------ item 9: result.json
-GOOD = {"key": "k1", "run": {k: RUN[k] for k in engine.KEY_FIELDS}, "metrics": {"UA": 1.0}}
+GOOD = {"key": "k1", "run": {k: RUN[k] for k in keys.KEY_FIELDS}, "metrics": {"UA": 1.0}}
 
 
 @pytest.mark.parametrize("content", [
@@ -77,14 +78,14 @@ GOOD = {"key": "k1", "run": {k: RUN[k] for k in engine.KEY_FIELDS}, "metrics": {
 ], ids=["list", "string", "null", "key-only", "empty-run", "metrics-list", "run-list",
         "not-utf8", "utf16", "broken"])
 def test_malformed_result_is_treated_as_absent(tmp_path, content):
-    (tmp_path / engine.RESULT_FILE).write_bytes(content)
-    assert engine.read_result(tmp_path, "k1") is None
+    (tmp_path / keys.RESULT_FILE).write_bytes(content)
+    assert keys.read_result(tmp_path, "k1") is None
 
 
 def test_wellformed_result_is_kept(tmp_path):
-    engine.write_json_atomic(tmp_path / engine.RESULT_FILE, GOOD)
-    assert engine.read_result(tmp_path, "k1") == GOOD
-    assert engine.read_result(tmp_path, "other-key") is None
+    keys.write_json_atomic(tmp_path / keys.RESULT_FILE, GOOD)
+    assert keys.read_result(tmp_path, "k1") == GOOD
+    assert keys.read_result(tmp_path, "other-key") is None
 
 
 # --------------------------------------------------------------------- item 3: umask
@@ -92,8 +93,8 @@ def test_wellformed_result_is_kept(tmp_path):
 def test_written_files_respect_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        engine.write_json_atomic(tmp_path / "r.json", {"a": 1})
-        engine.build_pool_model(JOB, str(tmp_path / "pool"), "cpu", 1)
+        keys.write_json_atomic(tmp_path / "r.json", {"a": 1})
+        pool_mod.build_pool_model(JOB, str(tmp_path / "pool"), "cpu", 1)
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == mode
@@ -106,7 +107,7 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
 def _build_after(barrier, results, pool: str) -> None:
     torch.set_num_threads(1)
     barrier.wait()  # both processes look at the pool at the same moment
-    results.put(engine.build_pool_model(JOB, pool, "cpu", 1))
+    results.put(pool_mod.build_pool_model(JOB, pool, "cpu", 1))
 
 
 def test_two_processes_building_one_pool_key_train_it_once(tmp_path):
@@ -123,6 +124,6 @@ def test_two_processes_building_one_pool_key_train_it_once(tmp_path):
         assert p.exitcode == 0
     assert sorted(r["trained"] for r in got) == [False, True]
     assert _training_lines(pool) == 1
-    assert engine.pool_ready(pool, JOB["key"])
-    model, meta = engine._load_pool(pool, JOB["key"])
+    assert pool_mod.pool_ready(pool, JOB["key"])
+    model, meta = pool_mod._load_pool(pool, JOB["key"])
     assert meta["pool_key"] == JOB["key"]

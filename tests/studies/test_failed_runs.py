@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from fastunlearn.studies import StudyConfig, engine, run
+from fastunlearn.studies import StudyConfig, executors, keys, run
 
 unlearn_pkg = importlib.import_module("fastunlearn.unlearn")  # the package, not fu.unlearn
 
@@ -54,7 +54,7 @@ def test_diverged_and_raising_methods_are_failed_runs(tmp_path, boom):
     ft_line = next(ln for ln in report.splitlines() if ln.startswith("| `ft`")
                    or ln.startswith("| ft"))
     assert "—" in ft_line
-    saved = json.loads((res.out / "runs" / rows["ga"]["key"] / engine.RESULT_FILE).read_text())
+    saved = json.loads((res.out / "runs" / rows["ga"]["key"] / keys.RESULT_FILE).read_text())
     assert saved["status"] == "failed" and saved["metrics"] == {}
     # a rerun keeps the failed runs (they are finished) and does not stop on them
     again = run("cost-quality", cfg)
@@ -62,10 +62,10 @@ def test_diverged_and_raising_methods_are_failed_runs(tmp_path, boom):
 
 
 def test_eval_key_is_the_resolved_evaluation(tmp_path):
-    assert engine.eval_key({}) == engine.eval_key({"max_samples": 4000, "mia_seeds": 5})
-    assert engine.eval_key({"max_samples": 100}) != engine.eval_key({"max_samples": 200})
-    assert engine.eval_key({"cka": False}) != engine.eval_key({"cka": True})
-    assert engine.eval_key({"mia_nonmembers": "test"}) != engine.eval_key({})
+    assert keys.eval_key({}) == keys.eval_key({"max_samples": 4000, "mia_seeds": 5})
+    assert keys.eval_key({"max_samples": 100}) != keys.eval_key({"max_samples": 200})
+    assert keys.eval_key({"cka": False}) != keys.eval_key({"cka": True})
+    assert keys.eval_key({"mia_nonmembers": "test"}) != keys.eval_key({})
 
 
 def test_changed_evaluation_options_re_evaluate(tmp_path):
@@ -78,8 +78,8 @@ def test_changed_evaluation_options_re_evaluate(tmp_path):
     more = run("cost-quality", StudyConfig(**{**base, "mia_samples": 150}))
     assert more.counts["ran"] == more.counts["runs"] and more.counts["pool_trained"] == 0
     key = _rows(more.out)["ga"]["key"]
-    saved = json.loads((more.out / "runs" / key / engine.RESULT_FILE).read_text())
-    assert saved["eval_key"] == engine.eval_key({"max_samples": 150, "cka": False})
+    saved = json.loads((more.out / "runs" / key / keys.RESULT_FILE).read_text())
+    assert saved["eval_key"] == keys.eval_key({"max_samples": 150, "cka": False})
     cka = run("cost-quality", StudyConfig(**{**base, "mia_samples": 150, "cka": True}))
     assert cka.counts["ran"] == cka.counts["runs"]
     assert "layer_cka.logits" in _rows(cka.out)["ga"]
@@ -90,7 +90,7 @@ def test_a_result_without_an_eval_key_is_redone(tmp_path):
             "pool": str(tmp_path / "pool")}
     first = run("cost-quality", StudyConfig(**base))
     for d in (first.out / "runs").iterdir():
-        p = d / engine.RESULT_FILE
+        p = d / keys.RESULT_FILE
         res = json.loads(p.read_text())
         del res["eval_key"]  # written before evaluation was keyed
         p.write_text(json.dumps(res))
@@ -103,5 +103,5 @@ def test_threads_must_be_positive(tmp_path):
         with pytest.raises(ValueError, match="threads must be a positive integer"):
             StudyConfig(dataset="digits", threads=bad)
         with pytest.raises(ValueError, match="threads must be a positive integer"):
-            engine.execute([], tmp_path / "x", threads=bad)
+            executors.execute([], tmp_path / "x", threads=bad)
     assert not (tmp_path / "x").exists()

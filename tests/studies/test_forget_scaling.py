@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fastunlearn.data import load_dataset
-from fastunlearn.studies import StudyConfig, engine, run
+from fastunlearn.studies import StudyConfig, keys, run
 from fastunlearn.studies.forget_scaling import (
     DEFAULT_CLASS_COUNTS,
     DEFAULT_FRACTIONS,
@@ -42,8 +42,8 @@ def test_plan_default_sweep(digits):
     retrains = [r for r in runs if r["method"] == "retrain"]
     assert len(retrains) == n_tasks * 2
     # every forget spec × seed has its own gold model; one original per seed
-    assert len({engine.retrain_key(r) for r in runs}) == n_tasks * 2
-    assert len({engine.original_key(r) for r in runs}) == 2
+    assert len({keys.retrain_key(r) for r in runs}) == n_tasks * 2
+    assert len({keys.original_key(r) for r in runs}) == 2
     fractions = sorted({r["forget"]["fraction"] for r in runs if r["forget"]["type"] == "random"})
     assert fractions == list(DEFAULT_FRACTIONS)
     classes = sorted((r["forget"]["classes"] for r in runs if r["forget"]["type"] == "class"),

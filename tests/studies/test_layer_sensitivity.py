@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fastunlearn.studies import StudyConfig, run
-from fastunlearn.studies.engine import original_key, retrain_key
+from fastunlearn.studies.keys import original_key, retrain_key
 from fastunlearn.studies.layer_sensitivity import LayerSensitivity, block_params, parse_options
 
 BLOCKS = ["features.0", "features.3", "classifier.0", "head"]  # small_cnn, forward order
