@@ -15,13 +15,20 @@ so the ordinary weight gradients — which the rules replace — are never compu
 
 This module is the driver (hooks, ownership, chunking, squaring, the public functions). The
 per-layer rules live in :mod:`fastunlearn.kernels.fisher_rules`, one module per layer type,
-each registered at import with :func:`register_fisher_rule` (exact module types):
+each registered at import with :func:`register_fisher_rule` (exact module types, or a
+third-party class by its qualified name once its ``forward`` is checked; never a blanket
+``isinstance``, since a subclass may change ``forward``):
 
 * ``linear`` — ``nn.Linear``: on ``[B, in]`` (called once) ``F_W = (g²)ᵀ (a²)`` — one matmul,
   since the per-sample gradient is rank one; on tokens (or several calls) per-sample ``bmm``.
 * ``conv`` — ``nn.Conv2d`` (any stride/padding/dilation/padding mode/groups): unfold + ``bmm``
   per sample, or grouped ``convolution_backward`` for large maps.
-* ``norms`` — BatchNorm with running statistics, LayerNorm, GroupNorm: ``Σ g·x̂``, ``Σ g``.
+* ``norms`` — BatchNorm with running statistics, LayerNorm, GroupNorm: ``Σ g·x̂``, ``Σ g``;
+  also timm's ``LayerNorm`` (its ViTs), ``LayerNorm2d`` (over channels), ``GroupNorm(1)``.
+* ``norm_act`` — timm ``BatchNormAct2d`` (MobileNet/EfficientNet): ``act(drop(BN(x)))``; the
+  output gradient is taken back through the activation's derivative at the recomputed
+  ``BN(x)``. It has children (``act``, ``drop``) but its rule is registered ``non_leaf=True``,
+  so it owns its ``weight``/``bias`` (unknown activations: the whole-model fallback).
 * ``fallback`` — any other module that owns parameters: per-layer ``torch.func.vmap`` of
   ``vjp`` of that module's ``functional_call``.
 * ``vit`` — parameters owned by no leaf module (ViT ``cls_token``/``pos_embed``): where the
@@ -75,7 +82,6 @@ from fastunlearn.kernels.fisher_rules.fallback import vmap_rule
 from fastunlearn.kernels.fisher_rules.fused import fused_token_fisher, use_fused
 from fastunlearn.kernels.fisher_rules.linear import is_single_batch_call, linear_square_sum
 from fastunlearn.kernels.fisher_rules.registry import (
-    _RULES,
     LossFn,
     _active_calls,
     _broadcast_params,
@@ -83,8 +89,10 @@ from fastunlearn.kernels.fisher_rules.registry import (
     _chunks,
     _own_trainable,
     _Scratch,
+    owns_with_children,
     register_batch_broadcast,
     register_fisher_rule,
+    rule_for,
 )
 
 __all__ = [
@@ -193,13 +201,14 @@ class _Recorder:
 
 
 def _ownership(model: nn.Module) -> tuple[dict[nn.Module, dict[str, str]], dict[str, Tensor]]:
-    """``({leaf module: {local name: global name}}, {global name: param})`` for parameters
-    owned by exactly one leaf module; the second dict holds the rest (no leaf owner, or shared:
-    those go to the whole-model fallback)."""
+    """``({owner: {local name: global name}}, {global name: param})`` for parameters owned by
+    exactly one owner — a leaf module, or a module whose rule covers its children too
+    (``register_fisher_rule(..., non_leaf=True)``, e.g. timm ``BatchNormAct2d``); the second
+    dict holds the rest (no such owner, or shared: those go to the whole-model fallback)."""
     names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
     owners: dict[int, list[tuple[nn.Module, str, bool]]] = {}
     for m in model.modules():
-        leaf = next(m.children(), None) is None
+        leaf = next(m.children(), None) is None or owns_with_children(m)
         for local, p in m.named_parameters(recurse=False):
             if id(p) in names:
                 owners.setdefault(id(p), []).append((m, local, leaf))
@@ -277,7 +286,7 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn, chunk_elems
                 names = by_module[m]
                 if square_sum(m, calls, names, scratch):
                     return
-                rule = _RULES.get(type(m), vmap_rule)
+                rule = rule_for(m) or vmap_rule
                 numel = (conv_rule_numel(m, calls) if isinstance(m, nn.Conv2d)  # + the unfold
                          else sum(p.numel() for p in _own_trainable(m).values()))
                 for s, e in _chunks(b, numel, rule_chunk_elems or chunk_elems):
@@ -287,7 +296,7 @@ def _run(model: nn.Module, x: Tensor, y: Tensor, loss: str | LossFn, chunk_elems
             def process_now(m: nn.Module, calls: list[_Call]) -> bool:
                 # the vmap fallback stays after the backward (functorch inside an autograd
                 # hook loses track of its tensors)
-                if type(m) not in _RULES:
+                if rule_for(m) is None:
                     return False
                 process(m, calls)
                 return True

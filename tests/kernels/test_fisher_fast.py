@@ -20,7 +20,8 @@ from fastunlearn.kernels.fisher_fast import (
     register_fisher_rule,
 )
 from fastunlearn.kernels.fisher_rules import conv as conv_rules
-from fastunlearn.kernels.fisher_rules.registry import _RULES
+from fastunlearn.kernels.fisher_rules import norm_act, norms
+from fastunlearn.kernels.fisher_rules.registry import _RULES, rule_for
 from fastunlearn.models import create_model
 
 RTOL = 1e-4
@@ -259,3 +260,146 @@ def test_user_registered_rule_is_used() -> None:
         _RULES.pop(_Gain, None)
     with pytest.raises(TypeError, match="nn.Module"):
         register_fisher_rule(int)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- timm layers -----
+def _no_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make both vmap fallbacks fail: the test then shows every parameter took a rule."""
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a vmap fallback was used")
+
+    monkeypatch.setattr(fisher_fast, "vmap_rule", boom)
+    monkeypatch.setattr(fisher_fast, "_whole_model_grads", boom)
+
+
+def _randomise_affine(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+
+
+def test_timm_vit_layernorm_takes_the_layernorm_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm ``LayerNorm`` (a ``nn.LayerNorm`` subclass, registered by name) takes the layer-norm
+    rule, not the vmap fallback, on a ViT with odd sizes; the Fisher matches the loop."""
+    from timm.layers import LayerNorm as TimmLayerNorm
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=(9, 6), patch_size=3, in_chans=2, num_classes=5,
+                              embed_dim=12, depth=2, num_heads=3, mlp_ratio=1.75, reg_tokens=1)
+    lns = [m for m in model.modules() if type(m) is TimmLayerNorm]
+    assert len(lns) == 5 and all(rule_for(m) is norms._layernorm_rule for m in lns)
+    _randomise_affine(model)
+    x, y = torch.randn(3, 2, 9, 6), torch.randint(0, 5, (3,))
+    ref = torch_fisher_diagonal_loop(model, x, y)
+    _no_fallbacks(monkeypatch)
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), ref)
+
+
+def test_timm_layernorm2d_and_groupnorm_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm ``LayerNorm2d`` (permute, layer norm over channels, permute back), ``GroupNorm``
+    and ``GroupNorm1`` take rules and match the loop (Fisher and per-sample gradients)."""
+    from timm.layers import GroupNorm, GroupNorm1, LayerNorm2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 5, 3, padding=1), LayerNorm2d(5), nn.GELU(),
+                          nn.Conv2d(5, 6, 2), GroupNorm(6, num_groups=3), nn.Tanh(),
+                          GroupNorm1(6), nn.Flatten(), nn.Linear(6 * 6 * 4, 4))
+    _randomise_affine(model)
+    x, y = torch.randn(3, 2, 7, 5), torch.randint(0, 4, (3,))
+    ref = torch_fisher_diagonal_loop(model, x, y)
+    ref_psg = torch_per_sample_grads_loop(model, x, y)
+    _no_fallbacks(monkeypatch)
+    assert rule_for(model[1]) is norms._channel_layernorm_rule
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), ref)
+    assert_close_dicts(fast_per_sample_grads(model, x, y), ref_psg)
+
+
+class _ScaledLayerNorm(nn.LayerNorm):
+    """A subclass whose forward is not the parent's: it must not take the LayerNorm rule."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(2 * x.tanh())
+
+
+def test_unregistered_subclass_is_not_matched_by_parent_rule() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), _ScaledLayerNorm(6), nn.Linear(6, 3))
+    _randomise_affine(model)
+    assert rule_for(model[1]) is None and rule_for(nn.LayerNorm(6)) is not None
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), torch_fisher_diagonal_loop(model, x, y))
+
+
+def _acts() -> list[nn.Module]:
+    from timm.layers import activations as ta
+
+    return [nn.Identity(), nn.ReLU(inplace=True), nn.ReLU6(inplace=True), nn.ReLU6(),
+            nn.LeakyReLU(0.1), nn.ELU(0.7), nn.SiLU(inplace=True), nn.GELU(),
+            nn.GELU(approximate="tanh"), nn.Hardswish(), nn.Hardsigmoid(), nn.Sigmoid(),
+            nn.Tanh(), ta.GELU(), ta.GELUTanh(), ta.Sigmoid(inplace=True), ta.Tanh()]
+
+
+def _bn_act_net(act: nn.Module, drop: nn.Module | None = None) -> nn.Module:
+    from timm.layers import BatchNormAct2d
+
+    torch.manual_seed(0)
+    bn = BatchNormAct2d(6)
+    bn.act = act
+    if drop is not None:
+        bn.drop = drop
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), bn, nn.Conv2d(6, 4, 3, stride=2),
+                          nn.Flatten(), nn.LazyLinear(5))
+    model(torch.zeros(1, 3, 7, 8))
+    _randomise_bn(model)
+    with torch.no_grad():  # a wide pre-activation range: ReLU6/hard* saturate on both sides
+        bn.weight.mul_(4)
+    return model
+
+
+@pytest.mark.parametrize("act", _acts(), ids=lambda a: f"{type(a).__module__}.{type(a).__name__}")
+def test_batchnorm_act_rule_matches_loop(act: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm ``BatchNormAct2d`` (not a leaf: act/drop children) owns its weight/bias and takes
+    its rule for every supported activation (no fallback); Fisher and per-sample gradients
+    match the loop."""
+    model = _bn_act_net(act, drop=nn.Dropout(0.5) if isinstance(act, nn.SiLU) else None)
+    model.train()
+    assert norm_act.bn_act_supported(model[1])
+    x, y = torch.randn(4, 3, 7, 8), torch.randint(0, 5, (4,))
+    ref = torch_fisher_diagonal_loop(model, x, y)
+    ref_psg = torch_per_sample_grads_loop(model, x, y)
+    assert ref["1.weight"].abs().sum() > 0
+    _no_fallbacks(monkeypatch)
+    by_module, rest = fisher_fast._ownership(model)
+    assert not rest and by_module[model[1]] == {"weight": "1.weight", "bias": "1.bias"}
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), ref)
+    assert all(m.training for m in model.modules())  # modes restored
+    assert_close_dicts(fast_per_sample_grads(model, x, y), ref_psg)
+
+
+@pytest.mark.parametrize("act, drop", [(nn.Softplus(), None), (nn.ReLU(), nn.Tanh())])
+def test_batchnorm_act_unknown_child_falls_back(act: nn.Module, drop: nn.Module | None) -> None:
+    """An activation or ``drop`` the rule does not know: the parameters go to the whole-model
+    fallback, as before, and the result still matches the loop."""
+    model = _bn_act_net(act, drop)
+    assert not norm_act.bn_act_supported(model[1])
+    _, rest = fisher_fast._ownership(model)
+    assert set(rest) == {"1.weight", "1.bias"}
+    x, y = torch.randn(3, 3, 7, 8), torch.randint(0, 5, (3,))
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), torch_fisher_diagonal_loop(model, x, y))
+
+
+def test_timm_mobilenetv2_matches_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm ``mobilenetv2_100`` (BatchNormAct2d with ReLU6 and Identity, depthwise convs) at
+    32 px, B = 3: every parameter takes a rule and the Fisher matches the loop."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=5)
+    _randomise_bn(model)
+    x, y = torch.randn(3, 3, 32, 32), torch.randint(0, 5, (3,))
+    ref = torch_fisher_diagonal_loop(model, x, y)
+    _no_fallbacks(monkeypatch)
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), ref)

@@ -11,7 +11,9 @@ layer type, each registering itself at import (the Opacus ``register_grad_sample
 * :mod:`~fastunlearn.kernels.fisher_rules.fused` — the fused Triton Fisher of token-Linear and
   ``groups=1`` Conv2d weights (CUDA).
 * :mod:`~fastunlearn.kernels.fisher_rules.norms` — BatchNorm (running statistics), LayerNorm,
-  GroupNorm.
+  GroupNorm, and timm's ``LayerNorm`` / ``LayerNorm2d`` / ``GroupNorm`` (registered by name).
+* :mod:`~fastunlearn.kernels.fisher_rules.norm_act` — timm ``BatchNormAct2d`` (batch norm +
+  activation child; owns its parameters although it has children).
 * :mod:`~fastunlearn.kernels.fisher_rules.fallback` — the ``vmap(vjp)`` fallback for any other
   module.
 * :mod:`~fastunlearn.kernels.fisher_rules.vit` — timm ``VisionTransformer``'s broadcast
@@ -20,11 +22,11 @@ layer type, each registering itself at import (the Opacus ``register_grad_sample
 Importing this package registers every rule; the driver imports it.
 """
 
-from fastunlearn.kernels.fisher_rules import conv, fallback, fused, linear, norms, vit
+from fastunlearn.kernels.fisher_rules import conv, fallback, fused, linear, norm_act, norms, vit
 from fastunlearn.kernels.fisher_rules.registry import (
     register_batch_broadcast,
     register_fisher_rule,
 )
 
-__all__ = ["conv", "fallback", "fused", "linear", "norms", "register_batch_broadcast",
-           "register_fisher_rule", "vit"]
+__all__ = ["conv", "fallback", "fused", "linear", "norm_act", "norms",
+           "register_batch_broadcast", "register_fisher_rule", "vit"]

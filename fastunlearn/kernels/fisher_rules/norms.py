@@ -5,6 +5,20 @@ non-channel positions.
   ``x̂ = (x − μ_run)/√(σ²_run + ε)``, per sample.
 * ``nn.LayerNorm`` / ``nn.GroupNorm``: ``x̂`` from the layer's own statistics, which are per
   sample too, so samples stay independent.
+
+Rules match exact types, so subclasses are registered one by one, by qualified name (timm is
+not imported here), after reading their ``forward`` (timm 1.0.x, ``timm/layers/norm.py``):
+
+* ``timm.layers.norm.LayerNorm`` (every norm of timm's ViTs): ``F.layer_norm(x,
+  normalized_shape, weight, bias, eps)`` — or timm's ``fast_layer_norm``, the same maths
+  (apex's fused kernel or the autocast dtype) — so the ``nn.LayerNorm`` rule.
+* ``timm.layers.norm.LayerNorm2d`` (ConvNeXt …): ``x.permute(0, 2, 3, 1)``, the same layer
+  norm over the channels, permuted back — the channel layer-norm rule below.
+* ``timm.layers.norm.GroupNorm`` / ``GroupNorm1``: ``F.group_norm`` (or ``fast_group_norm``,
+  the same maths) — the ``nn.GroupNorm`` rule.
+
+Not registered (different maths or not checked): the ``*Fp32`` variants (normalise in float32
+and cast back), ``LayerNormExp2d``, the RMS and "simple" norms.
 """
 
 from __future__ import annotations
@@ -48,7 +62,7 @@ def _batchnorm_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
     return out
 
 
-@register_fisher_rule(nn.LayerNorm)
+@register_fisher_rule(nn.LayerNorm, "timm.layers.norm.LayerNorm")
 def _layernorm_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
                     scratch: _Scratch | None = None) -> dict[str, Tensor]:
     assert isinstance(m, nn.LayerNorm)
@@ -61,7 +75,21 @@ def _layernorm_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
     return out
 
 
-@register_fisher_rule(nn.GroupNorm)
+@register_fisher_rule("timm.layers.norm.LayerNorm2d")
+def _channel_layernorm_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
+                            scratch: _Scratch | None = None) -> dict[str, Tensor]:
+    """Layer norm over the channels of ``[B, C, H, W]`` (timm ``LayerNorm2d``: permute to
+    channels-last, ``F.layer_norm`` over ``C``, permute back)."""
+    assert isinstance(m, nn.LayerNorm)
+    out: dict[str, Tensor] = {}
+    for call in _active_calls(calls):
+        x, g = call.args[0][s:e], call.grad_out()[s:e]
+        xhat = F.layer_norm(x.permute(0, 2, 3, 1), m.normalized_shape, eps=m.eps)
+        _affine_rule(xhat, g.permute(0, 2, 3, 1), (1, 2), m, out)
+    return out
+
+
+@register_fisher_rule(nn.GroupNorm, "timm.layers.norm.GroupNorm", "timm.layers.norm.GroupNorm1")
 def _groupnorm_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
                     scratch: _Scratch | None = None) -> dict[str, Tensor]:
     assert isinstance(m, nn.GroupNorm)

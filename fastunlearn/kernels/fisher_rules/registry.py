@@ -66,34 +66,85 @@ class _Scratch:
 
 
 # --------------------------------------------------------------------------- rules -----------
+def _qualname(t: type) -> str:
+    """``"module.QualName"`` of a class (how third-party types are registered by name)."""
+    return f"{t.__module__}.{t.__qualname__}"
+
+
 Rule = Callable[[nn.Module, list[_Call], int, int, _Scratch], dict[str, Tensor]]
-_RULES: dict[type[nn.Module], Rule] = {}
+#: Rules by exact module type, or by a type's qualified name ``"module.QualName"`` (third-party
+#: classes registered without importing their package).
+_RULES: dict[type[nn.Module] | str, Rule] = {}
+#: ``applies(module)`` of a rule registered with one: where it returns ``False`` the module
+#: is treated as if its type had no rule.
+_APPLIES: dict[type[nn.Module] | str, Callable[[nn.Module], bool]] = {}
+#: Types whose rule covers their whole ``forward``, child modules included (``non_leaf=True``).
+_NON_LEAF: set[type[nn.Module] | str] = set()
 
 
-def register_fisher_rule(*types: type[nn.Module]) -> Callable[[Rule], Rule]:
+def register_fisher_rule(*types: type[nn.Module] | str,
+                         applies: Callable[[nn.Module], bool] | None = None,
+                         non_leaf: bool = False) -> Callable[[Rule], Rule]:
     """Decorator: use ``rule(module, calls, start, end, scratch) -> {param_name:
     Tensor[end - start, ...]}`` (per-sample gradients of samples ``start:end`` of the module's
     own trainable parameters; see this module's docstring) for modules of exactly these types
-    (not subclasses). A later registration for the same type replaces the earlier one."""
+    (not subclasses: a subclass may change ``forward``; register it explicitly, by class or by
+    its qualified name ``"package.module.QualName"``, once its ``forward`` is known to compute
+    what the rule assumes). A later registration for the same type replaces the earlier one.
+
+    ``applies(module)`` (optional) restricts the rule to the instances it returns ``True``
+    for; the others are treated as if their type had no rule (the vmap fallbacks).
+    ``non_leaf=True`` declares that the rule accounts for the module's whole ``forward``,
+    child modules included (e.g. a norm followed by its activation submodule), so such a
+    module owns its direct parameters even though it has children; otherwise only leaf
+    modules own parameters and a non-leaf module's go to the whole-model fallback."""
     for t in types:
-        if not (isinstance(t, type) and issubclass(t, nn.Module)):
-            raise TypeError(f"register_fisher_rule takes nn.Module subclasses, got {t!r}")
+        if not (isinstance(t, str) or (isinstance(t, type) and issubclass(t, nn.Module))):
+            raise TypeError("register_fisher_rule takes nn.Module subclasses or qualified "
+                            f"class names, got {t!r}")
 
     def deco(fn: Rule) -> Rule:
         for t in types:
             _RULES[t] = fn
+            _APPLIES.pop(t, None)
+            _NON_LEAF.discard(t)
+            if applies is not None:
+                _APPLIES[t] = applies
+            if non_leaf:
+                _NON_LEAF.add(t)
         return fn
 
     return deco
 
 
+def _rule_key(m: nn.Module) -> type[nn.Module] | str | None:
+    t = type(m)
+    if t in _RULES:
+        return t
+    name = _qualname(t)
+    return name if name in _RULES else None
+
+
+def rule_for(m: nn.Module) -> Rule | None:
+    """The rule registered for ``type(m)`` (exact type, else its qualified name) where it
+    applies to ``m``; ``None`` otherwise (the driver's vmap fallbacks)."""
+    key = _rule_key(m)
+    if key is None:
+        return None
+    applies = _APPLIES.get(key)
+    return _RULES[key] if applies is None or applies(m) else None
+
+
+def owns_with_children(m: nn.Module) -> bool:
+    """Whether ``m`` owns its direct parameters although it has child modules: its type's rule
+    was registered with ``non_leaf=True`` and applies to ``m``."""
+    key = _rule_key(m)
+    return key is not None and key in _NON_LEAF and rule_for(m) is not None
+
+
 # --------------------------------------------------------------------------- broadcast -------
 BroadcastNames = Callable[[nn.Module], tuple[str, ...]]
 _BROADCAST: dict[str, BroadcastNames] = {}
-
-
-def _qualname(t: type) -> str:
-    return f"{t.__module__}.{t.__qualname__}"
 
 
 def register_batch_broadcast(owner: type[nn.Module] | str, names: BroadcastNames) -> None:
