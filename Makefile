@@ -35,12 +35,12 @@ DEMO_METHODS := ft ga neggrad_plus rl salun boundary_shrink scrub two_stage fish
 # The demo table + its report, then the cost-quality study on the same task (it reuses the
 # demo's original and gold models from runs/pool). Without Fashion-MNIST: digits, class 3.
 demo: setup data
-	$(VENV)/bin/fastunlearn demo --out runs/demo --pool runs/pool --no-progress --force
+	$(VENV)/bin/fastunlearn demo --out runs/demo --pool runs/pool --force
 	$(VENV)/bin/fastunlearn report runs/demo
 	@if [ -f $(FMNIST) ] || [ -n "$$FASTUNLEARN_DATA" ]; then task="--dataset fashion-mnist --forget class:Coat"; \
 	else task="--dataset digits --forget class:3"; fi; \
 	$(VENV)/bin/fastunlearn study cost-quality $$task --pool runs/pool --methods $(DEMO_METHODS) \
-		--out runs/studies/cost-quality --no-progress
+		--out runs/studies/cost-quality
 
 # Example reports of the other four studies (digits, small models; a few minutes on 2 CPU
 # cores), copied with their plots to docs/examples/ — what the README links.

@@ -66,8 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the SISA ensemble combines its members")
     _add_run_args(t)
 
-    u = sub.add_parser("unlearn", help="make a trained model forget a class or samples")
+    u = sub.add_parser(
+        "unlearn", help="make a trained model forget a class or samples", allow_abbrev=False,
+        epilog="Method options come from the method's config dataclass: --set KEY=VALUE … or "
+               "--KEY VALUE (e.g. --momentum 0.5, --mask salun); `--method M --help-method` "
+               "lists them with their types and defaults. Flags without a default here take "
+               "the method's.")
     u.add_argument("--method", required=True, help="see `fastunlearn list methods`")
+    u.add_argument("--help-method", action="store_true",
+                   help="list the method's options (types, defaults) and exit")
     u.add_argument(
         "--model-path", help="checkpoint to unlearn (default: checkpoints/MODEL_DATASET)"
     )
@@ -75,19 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
     u.add_argument("--data-root", help="directory holding the dataset files")
     _add_forget_args(u)
-    u.add_argument("--epochs", type=int)
-    u.add_argument("--lr", type=float)
-    u.add_argument("--batch-size", type=int)
-    u.add_argument("--mask", choices=["salun", "ig"],
-                   help="update only salient weights (gradient or integrated-gradient saliency)")
-    u.add_argument("--mask-sparsity", type=float,
-                   help="fraction of weights left out of the mask (default 0.5)")
+    u.add_argument("--epochs", type=int, help="default: the method's")
+    u.add_argument("--lr", type=float, help="default: the method's")
+    u.add_argument("--batch-size", type=int, help="default: the method's")
     u.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="other method options, e.g. --set momentum=0.5 probe_size=256")
+                   help="other method options, e.g. --set momentum=0.5 mask=salun "
+                        "(see --help-method)")
     u.add_argument("--allow-unchanged", action="store_true",
                    help="exit 0 even when the model comes back unchanged (guard restored the "
                         "original, --epochs 0); it is saved with unchanged: true either way")
-    _add_run_args(u)
+    _add_run_args(u, from_config=True)
 
     e = sub.add_parser("evaluate", help="metrics of a checkpoint on its forget set")
     e.add_argument("--model-path", required=True)
@@ -107,10 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", help="directory holding the dataset files")
     r.add_argument("--device", default="auto")
     r.add_argument("--no-plots", action="store_true", help="tables and metrics.json only")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no line on stderr when the report is written")
     _add_eval_args(r)
 
     ls = sub.add_parser("list", help="list models, datasets, methods or studies")
     ls.add_argument("what", choices=["models", "datasets", "methods", "studies"])
+    ls.add_argument("name", nargs="?",
+                    help="with `methods`: list this method's options (types, defaults)")
 
     s = sub.add_parser("study", help="run a research study (resumable) and write its report")
     s.add_argument("name", help="see `fastunlearn list studies` (e.g. cost-quality)")
@@ -230,12 +238,20 @@ def _eval_config(args: argparse.Namespace):  # noqa: ANN202
 _COMPILE_MODES = {"false": False, "true": True, "auto": "auto"}
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", type=str.lower, choices=list(_COMPILE_MODES), default="false",
-                   help="run the training steps through torch.compile: false (default), true, "
-                        "or auto (compile only where a short measurement says it pays; cached)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+def _add_run_args(p: argparse.ArgumentParser, *, from_config: bool = False) -> None:
+    """``--seed --compile --device --out --force --no-progress``. With ``from_config`` (the
+    ``unlearn`` command) the first three default to None, so the method config's own default
+    applies — it is declared once, in the config."""
+    p.add_argument("--seed", type=int, default=None if from_config else 0,
+                   help="default: the method's" if from_config else None)
+    p.add_argument("--compile", type=str.lower, choices=list(_COMPILE_MODES),
+                   default=None if from_config else "false",
+                   help="run the training steps through torch.compile: false, true, or auto "
+                        "(compile only where a short measurement says it pays; cached); "
+                        "default: " + ("the method's" if from_config else "false"))
+    p.add_argument("--device", default=None if from_config else "auto",
+                   help="auto, cpu, cuda, cuda:1 …"
+                        + ("; default: the method's" if from_config else ""))
     p.add_argument("--out", help="output checkpoint path (.safetensors; a .json sidecar is added)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--no-progress", action="store_true")
@@ -482,12 +498,14 @@ def _train_sisa(args: argparse.Namespace, data, out: Path, cfg) -> int:  # noqa:
     return 0
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
+def _parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items (JSON values, else the raw string) — for options whose types the
+    command does not know (study options; a study checks its own)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[key.replace("-", "_")] = json.loads(raw)
         except json.JSONDecodeError:
@@ -495,10 +513,314 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-#: method options that have their own ``unlearn`` flag (``--set`` refuses them)
+# ------------------------------------------------- method options, from the config dataclass
+# A method's options are the init fields of its config dataclass; their types and defaults are
+# read from it (typing.get_type_hints, dataclasses.fields) and never repeated here.
+
+#: base-config fields the ``unlearn`` command sets with its own flags (``--set`` refuses them)
 _FLAG_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size",
                  "seed": "--seed", "device": "--device", "progress": "--no-progress",
-                 "mask": "--mask", "mask_sparsity": "--mask-sparsity", "compile": "--compile"}
+                 "compile": "--compile"}
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_NONE = frozenset({"none", "null"})
+
+
+class _BadValue(ValueError):
+    """A command-line string that does not fit a field's type."""
+
+
+class _Unsupported(_BadValue):
+    """A field type the command line cannot express (a callable, a class …)."""
+
+
+def _method_fields(config_cls: type) -> dict[str, tuple[Any, Any]]:
+    """``{name: (type hint, default)}`` of the init fields of a method's config dataclass
+    (a ``default_factory`` is called; a required field's default is ``dataclasses.MISSING``)."""
+    import dataclasses
+    import typing
+
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: parse as JSON
+        hints = {}
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in dataclasses.fields(config_cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        hint = hints.get(f.name, f.type if not isinstance(f.type, str) else Any)
+        out[f.name] = (hint, default)
+    return out
+
+
+def _union_args(hint: Any) -> tuple[Any, ...] | None:
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return None
+
+
+def type_name(hint: Any) -> str:
+    """A field's type as the help shows it: ``float``, ``int | None``, ``tuple[str, ...]``."""
+    import re
+    import typing
+
+    members = _union_args(hint)
+    if members is not None:
+        return " | ".join(type_name(m) for m in members)
+    if hint is type(None):
+        return "None"
+    if hint is Any:
+        return "any (JSON)"
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(format_value(v) for v in typing.get_args(hint))
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return re.sub(r"\b(?:typing\.)|\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", str(hint))
+
+
+def format_value(value: Any) -> str:
+    """A value written as the command line accepts it back (``none``, ``true``, JSON lists)."""
+    import dataclasses
+
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            return json.dumps(value, separators=(",", ":"))
+        except TypeError:
+            return repr(value)
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return getattr(value, "__name__", repr(value))
+
+
+def _rank(hint: Any) -> int:
+    """Order in which a union's members are tried: the most specific parse first, str last."""
+    import typing
+
+    origin = typing.get_origin(hint)
+    order = [type(None), bool, int, float]
+    if hint in order:
+        return order.index(hint)
+    if origin is typing.Literal:
+        return 4
+    if hint in (list, tuple, dict) or origin in (list, tuple, dict):
+        return 5
+    return 7 if hint is str else 6
+
+
+def parse_value(raw: str, hint: Any, *, in_union: bool = False) -> Any:
+    """Parse the command-line string ``raw`` as a value of the type ``hint``: bool
+    (true/false/yes/no/on/off/1/0), int, float, str, None (``none``/``null``), Literal, unions
+    (each member tried, the most specific first), lists and tuples (a JSON list or comma
+    separated items, each parsed as the element type) and dicts (a JSON object). Raises
+    ``ValueError`` when it does not fit."""
+    import collections.abc
+    import typing
+
+    members = _union_args(hint)
+    if members is not None:
+        for member in sorted(members, key=_rank):
+            try:
+                return parse_value(raw, member, in_union=True)
+            except _BadValue:
+                continue
+        raise _BadValue(raw)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    text = raw.strip()
+    if hint is Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    if hint is type(None):
+        if text.lower() in _NONE:
+            return None
+        raise _BadValue(raw)
+    if origin is typing.Literal:
+        for choice in args:
+            try:
+                if parse_value(text, type(choice)) == choice:
+                    return choice
+            except _BadValue:
+                continue
+        raise _BadValue(raw)
+    if hint is bool:
+        if text.lower() in _TRUE | _FALSE:
+            return text.lower() in _TRUE
+        raise _BadValue(raw)
+    if hint is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise _BadValue(raw) from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise _BadValue(raw) from None
+    if hint is str:
+        return raw
+    seq = {list: list, tuple: tuple, collections.abc.Sequence: tuple}
+    if hint in seq or origin in seq:
+        return _parse_sequence(text, seq[origin or hint], args, strict=in_union)
+    if hint is dict or origin is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise _BadValue(raw) from None
+        if not isinstance(value, dict):
+            raise _BadValue(raw)
+        return value
+    raise _Unsupported(raw)
+
+
+def _parse_sequence(text: str, kind: type, args: tuple[Any, ...], *, strict: bool) -> Any:
+    """A JSON list (``[0.01, 0.1]``) or comma-separated items (``ga,ft``); a single bare item
+    makes a one-item sequence unless ``strict`` (inside a union that also takes that item)."""
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            raise _BadValue(text) from None
+        if not isinstance(items, list):
+            raise _BadValue(text)
+        items = [i if isinstance(i, str) else json.dumps(i) for i in items]
+    elif "," in text or not strict:
+        items = [t.strip() for t in text.split(",")] if text else []
+    else:
+        raise _BadValue(text)
+    if len(args) == 2 and args[1] is Ellipsis:
+        types_ = [args[0]] * len(items)
+    elif args and kind is tuple:
+        if len(args) != len(items):
+            raise _BadValue(text)
+        types_ = list(args)
+    else:
+        types_ = [args[0] if args else Any] * len(items)
+    return kind(parse_value(i, t) for i, t in zip(items, types_, strict=True))
+
+
+def method_options(method: str, pairs: list[tuple[str, str]], *,
+                   refuse_flags: bool = False) -> dict[str, Any]:
+    """Typed options of ``method`` from ``(key, raw value)`` pairs, checked against its config
+    dataclass: an unknown key raises ``UsageError`` listing the method's options, a value that
+    does not fit raises one naming the field, its type and the value. ``refuse_flags``: the
+    fields the ``unlearn`` command has flags for are refused (pointing to the flag)."""
+    from fastunlearn.unlearn import get_method
+
+    entry = get_method(method)
+    fields_ = _method_fields(entry.config_cls)
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        key = key.strip().replace("-", "_")
+        if refuse_flags and key in _FLAG_OPTIONS and key in fields_:
+            raise UsageError(f"{key} has its own flag; use {_FLAG_OPTIONS[key]}")
+        if key not in fields_:
+            valid = [k for k in fields_ if not (refuse_flags and k in _FLAG_OPTIONS)]
+            raise UsageError(f"method {entry.name!r} has no option {key!r}; options: "
+                             f"{', '.join(sorted(valid))} (see `fastunlearn list methods "
+                             f"{entry.name}`)")
+        if key in out:
+            raise UsageError(f"method {entry.name!r}: option {key} is given twice")
+        hint = fields_[key][0]
+        try:
+            out[key] = parse_value(raw, hint)
+        except _Unsupported:
+            raise UsageError(f"method {entry.name!r}: option {key} ({type_name(hint)}) cannot "
+                             f"be set from the command line") from None
+        except _BadValue:
+            raise UsageError(f"method {entry.name!r}: option {key} must be {type_name(hint)}, "
+                             f"got {raw!r}") from None
+    return out
+
+
+def _set_pairs(items: list[str], flag: str = "--set") -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        pairs.append((key, raw))
+    return pairs
+
+
+def _flag_pairs(tokens: list[str], method: str) -> list[tuple[str, str]]:
+    """``--KEY VALUE`` / ``--KEY=VALUE`` tokens the parser did not know, as option pairs of
+    ``method``; a boolean field also takes a bare ``--KEY`` (true) and ``--no-KEY`` (false)."""
+    from fastunlearn.unlearn import get_method
+
+    fields_ = _method_fields(get_method(method).config_cls)
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or tok == "--":
+            raise UsageError(f"unrecognized argument {tok!r}; method options are --KEY VALUE "
+                             "or --set KEY=VALUE")
+        name, eq, value = tok[2:].partition("=")
+        key = name.replace("-", "_")
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if eq:
+            pairs.append((key, value))
+            i += 1
+        elif key.startswith("no_") and fields_.get(key[3:], (None,))[0] is bool:
+            pairs.append((key[3:], "false"))
+            i += 1
+        elif nxt is not None and not nxt.startswith("--"):
+            pairs.append((key, nxt))
+            i += 2
+        elif key in fields_ and fields_[key][0] is bool:
+            pairs.append((key, "true"))
+            i += 1
+        elif key not in fields_:
+            pairs.append((key, ""))  # method_options names the unknown key
+            i += 1
+        else:
+            raise UsageError(f"{tok} needs a value ({type_name(fields_[key][0])})")
+    return pairs
+
+
+def method_help(method: str) -> str:
+    """The options of ``method`` — name, type, default (read from its config dataclass) and,
+    for the shared ones, the ``unlearn`` flag that sets them."""
+    from fastunlearn.unlearn import get_method
+
+    entry = get_method(method)
+    fields_ = _method_fields(entry.config_cls)
+    rows = [(name, type_name(hint), format_value(default), _FLAG_OPTIONS.get(name, ""))
+            for name, (hint, default) in fields_.items()]
+    rows.insert(0, ("option", "type", "default", "flag"))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{entry.name} ({entry.config_cls.__name__}): {entry.description}",
+             "options (--KEY VALUE or --set KEY=VALUE; studies: --set "
+             f"{entry.name}.KEY=VALUE):"]
+    lines += [f"  {n:<{w[0]}}  {t:<{w[1]}}  {d:<{w[2]}}  {f}".rstrip() for n, t, d, f in rows]
+    return "\n".join(lines)
+
+
+def _study_method_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set METHOD.KEY=VALUE`` of ``study`` / ``audit``, typed by each method's config."""
+    grouped: dict[str, list[tuple[str, str]]] = {}
+    for key, raw in _set_pairs(items, "--set"):
+        method, dot, option = key.partition(".")
+        if not dot or not option or not method:
+            raise UsageError(f"--set expects METHOD.KEY=VALUE, got {key!r}")
+        grouped.setdefault(method, []).append((option, raw))
+    return {m: method_options(m, pairs) for m, pairs in grouped.items()}
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
@@ -508,13 +830,21 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         read_metadata,
         save_checkpoint,
     )
-    from fastunlearn.unlearn import get_method, make_config, unlearn
+    from fastunlearn.unlearn import get_method, unlearn
 
-    get_method(args.method)  # unknown method → clear error before any work
-    options = _parse_set(args.set)
-    for key in options:
-        if key in _FLAG_OPTIONS:
-            raise UsageError(f"--set {key}=…: {key} has its own flag; use {_FLAG_OPTIONS[key]}")
+    entry = get_method(args.method)  # unknown method → clear error before any work
+    if args.help_method:
+        print(method_help(args.method))
+        return 0
+    pairs = _flag_pairs(getattr(args, "method_flags", []), args.method) + _set_pairs(args.set)
+    options = method_options(args.method, pairs, refuse_flags=True)
+    # the shared flags: only what was given overrides the method config's defaults
+    flags = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+             "seed": args.seed, "device": args.device,
+             "progress": False if args.no_progress else None,
+             "compile": _COMPILE_MODES.get(args.compile)}
+    # built here, not by make_config (which drops None): `--set retain_per_epoch=none` is a value
+    config = entry.config_cls(**{k: v for k, v in flags.items() if v is not None}, **options)
     if args.model_path:
         path = Path(args.model_path)
     elif args.model and args.dataset:
@@ -531,10 +861,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} holds a {meta['model']['name']!r} model, not {args.model!r}")
     data = _load_data(dataset, args.data_root)
     split = _forget_split(args, data)
-    config = make_config(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         seed=args.seed, device=args.device, progress=not args.no_progress,
-                         mask=args.mask, mask_sparsity=args.mask_sparsity,
-                         **{"compile": _COMPILE_MODES[args.compile], **options})
     kind = "class" if split.kind == "class" else "sample"
     out = Path(args.out or path.with_name(f"{path.stem}_{config.method}_{kind}.safetensors"))
     if _same_file(checkpoint_paths(out)[0], checkpoint_paths(path)[0]):
@@ -544,7 +870,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from fastunlearn._device import resolve_device
 
     # a checkpoint loads onto the CPU; --device auto means "the best device here" on the CLI
-    ckpt = load_checkpoint(path, device=resolve_device(args.device))
+    ckpt = load_checkpoint(path, device=resolve_device(config.device))
     result = unlearn(ckpt.model, split, config)
     if result.info.get("weights_finite") is False:
         _refuse_nonfinite(result.model, config.method, "--lr (or --epochs)")
@@ -555,7 +881,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
              "source_checkpoint": str(path)}
     if unchanged:
         extra.update(unchanged=True, unchanged_reason=result.info.get("unchanged_reason"))
-    saved = save_checkpoint(out, result.model, dataset=data, forget=split.spec, seed=args.seed,
+    saved = save_checkpoint(out, result.model, dataset=data, forget=split.spec, seed=config.seed,
                             metrics=metrics, extra=extra)
     print(f"saved {saved}: {config.method} on {split.describe()} in {result.rte_s:.1f} s; "
           f"forget_acc {metrics['forget_acc']:.2f} retain_acc {metrics['retain_acc']:.2f} "
@@ -642,14 +968,24 @@ def _reference_mismatch(data, split, ref_spec: Any) -> str | None:  # noqa: ANN0
 
 def cmd_report(args: argparse.Namespace) -> int:
     from fastunlearn.evaluate.report import write_report
+    from fastunlearn.studies.demo import PhaseLog
 
-    path = write_report(args.run_dir, args.out, data_root=args.data_root, device=args.device,
-                        config=_eval_config(args), plots=not args.no_plots)
+    phases = PhaseLog(1, prefix="report", enabled=not args.no_progress)
+    with phases.phase(f"{args.run_dir} (evaluation{'' if args.no_plots else ', plots'})"):
+        path = write_report(args.run_dir, args.out, data_root=args.data_root,
+                            device=args.device, config=_eval_config(args),
+                            plots=not args.no_plots)
     print(f"written {path} and {path.with_name('metrics.json')}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        if args.what != "methods":
+            raise UsageError(f"`fastunlearn list {args.what}` takes no name (only `list methods "
+                             "NAME` does)")
+        print(method_help(args.name))
+        return 0
     if args.what == "models":
         from fastunlearn.models import model_descriptions as describe
     elif args.what == "datasets":
@@ -697,17 +1033,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a file, not a directory")
     _check_writable_dir(out, f"--out {out}")
     _check_writable_dir(Path(args.pool) if args.pool else out.parent / "pool", "--pool")
-    method_options: dict[str, dict[str, Any]] = {}
-    for key, value in _parse_set(args.set).items():
-        method, dot, option = key.partition(".")
-        if not dot or not option:
-            raise UsageError(f"--set expects METHOD.KEY=VALUE, got {key!r}")
-        method_options.setdefault(method, {})[option] = value
-    options = _parse_set(args.option)
+    per_method = _study_method_options(args.set)
+    options = _parse_pairs(args.option, "--option")
     config = StudyConfig(
         dataset=args.dataset, model=args.model, models=tuple(args.models or ()),
         methods=tuple(args.methods or ()), forget=args.forget, seeds=args.seeds,
-        epochs=args.epochs, method_epochs=args.method_epochs, method_options=method_options,
+        epochs=args.epochs, method_epochs=args.method_epochs, method_options=per_method,
         out=args.out, pool=args.pool, executor=args.executor, workers=args.workers,
         cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, device=args.device,
         threads=args.threads, batch_size=args.batch_size, mia_samples=args.mia_samples,
@@ -725,16 +1056,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from fastunlearn.studies.audit import AuditConfig, audit
     from fastunlearn.studies.audit_report import audit_table
 
-    method_options: dict[str, dict[str, Any]] = {}
-    for key, value in _parse_set(args.set).items():
-        method, dot, option = key.partition(".")
-        if not dot or not option:
-            raise UsageError(f"--set expects METHOD.KEY=VALUE, got {key!r}")
-        method_options.setdefault(method, {})[option] = value
+    per_method = _study_method_options(args.set)
     config = AuditConfig(
         methods=tuple(args.method), dataset=args.dataset, model=args.model, forget=args.forget,
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, shadows=args.shadows,
-        seed=args.seed, method_options=method_options, probe_shadows=args.probe_shadows,
+        seed=args.seed, method_options=per_method, probe_shadows=args.probe_shadows,
         out=args.out, pool=args.pool, executor=args.executor, workers=args.workers,
         device=args.device, threads=args.threads, progress=not args.no_progress,
     )
@@ -755,7 +1081,12 @@ COMMANDS = {"train": cmd_train, "unlearn": cmd_unlearn, "evaluate": cmd_evaluate
 def main(argv: list[str] | None = None) -> int:
     from fastunlearn.checkpoint import CheckpointError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # only `unlearn` takes more: the method's options as --KEY VALUE
+        if args.command != "unlearn":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.method_flags = extra
     _setup_logging(args.verbose)
     try:
         if isinstance(getattr(args, "device", None), str):

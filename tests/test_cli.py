@@ -218,7 +218,7 @@ def test_compile_flag_parses_and_reaches_the_configs(tmp_path, monkeypatch, caps
     parser = build_parser()
     assert parser.parse_args(["train", "--compile", "auto"]).compile == "auto"
     assert parser.parse_args(["unlearn", "--method", "ft", "--compile", "TRUE"]).compile == "true"
-    assert parser.parse_args(["unlearn", "--method", "ft"]).compile == "false"
+    assert parser.parse_args(["unlearn", "--method", "ft"]).compile is None  # the config's
     calls = []
     monkeypatch.setattr(fc, "_compile", lambda model: calls.append(model) or model)
     monkeypatch.setenv(fc.CACHE_ENV_VAR, str(tmp_path / "cache"))
@@ -245,3 +245,146 @@ def test_bad_compile_value_exits_2_with_one_line(tmp_path):
         assert len(lines) == 1 and "--compile" in lines[0] and "invalid choice" in lines[0]
         assert "'auto'" in lines[0]  # names the valid values
         assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------- method options come from the config dataclass
+def _config_fields(method: str) -> dict:
+    import dataclasses
+
+    from fastunlearn.unlearn import get_method
+
+    return {f.name: f for f in dataclasses.fields(get_method(method).config_cls)}
+
+
+@pytest.mark.parametrize("method", ["ft", "ga", "scrub"])
+def test_help_method_lists_the_config_fields_with_their_defaults(method, capsys):
+    assert main(["unlearn", "--method", method, "--help-method"]) == 0
+    out = capsys.readouterr().out
+    assert main(["list", "methods", method]) == 0
+    assert capsys.readouterr().out == out
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[2:]}
+    fields = _config_fields(method)
+    assert set(rows) == {"option", *fields}  # every field, nothing else
+    for name, f in fields.items():
+        if isinstance(f.default, (int, float, str)) and not isinstance(f.default, bool):
+            # the default read from the dataclass, e.g. ft's momentum 0.9, ga's epochs
+            assert str(f.default) in rows[name][1:], (name, f.default, rows[name])
+    assert rows["epochs"][-1] == "--epochs" and rows["momentum"][-1] != "--momentum"
+
+
+def test_cli_flag_defaults_are_not_duplicated(monkeypatch, capsys):
+    """A default changed in the config shows up in the help (nothing copied into cli.py)."""
+    import dataclasses
+
+    from fastunlearn.cli import build_parser
+    from fastunlearn.unlearn import FTConfig
+
+    f = {x.name: x for x in dataclasses.fields(FTConfig)}["momentum"]
+    monkeypatch.setattr(f, "default", 0.123)
+    assert main(["unlearn", "--method", "ft", "--help-method"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.split()[0] == "momentum")
+    assert "0.123" in line.split()
+    ns = build_parser().parse_args(["unlearn", "--method", "ft"])
+    assert ns.epochs is None and ns.lr is None and ns.seed is None and ns.device is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "hint", "value"),
+    [
+        ("0.5", "float", 0.5), ("3", "int", 3), ("yes", "bool", True), ("off", "bool", False),
+        ("none", "str | None", None), ("salun", "str | None", "salun"),
+        ("auto", "float | str | None", "auto"), ("0.25", "float | str | None", 0.25),
+        ("12", "int | None", 12), ("null", "int | None", None),
+        ("ga,ft", "tuple[str, ...] | str", ("ga", "ft")), ("ga", "tuple[str, ...] | str", "ga"),
+        ('["ga", "rl"]', "tuple[str, ...]", ("ga", "rl")), ("[0.01,0.1]", "list[float]",
+                                                           [0.01, 0.1]),
+        ("1,2", "tuple[int, ...]", (1, 2)), ('{"epochs": 1}', "dict[str, Any]", {"epochs": 1}),
+        ("b", "Literal['a', 'b']", "b"), ("2", "Literal[1, 2]", 2),
+    ],
+)
+def test_option_values_are_parsed_by_the_field_type(raw, hint, value):
+    from typing import Any, Literal  # noqa: F401  (the hints below name them)
+
+    from fastunlearn.cli import parse_value
+
+    got = parse_value(raw, eval(hint))
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(("raw", "hint"), [("abc", "float"), ("1.5", "int"), ("maybe", "bool"),
+                                          ("x", "int | None"), ("c", "Literal['a', 'b']"),
+                                          ("[1,x]", "list[int]"), ("[1]", "dict")])
+def test_option_values_that_do_not_fit_are_refused(raw, hint):
+    from typing import Literal  # noqa: F401
+
+    from fastunlearn.cli import parse_value
+
+    with pytest.raises(ValueError):
+        parse_value(raw, eval(hint))
+
+
+@pytest.fixture(scope="module")
+def tiny_orig(tmp_path_factory):
+    path = tmp_path_factory.mktemp("orig") / "o.safetensors"
+    assert main(["train", "--dataset", "digits", "--model", "small_cnn", "--epochs", "1",
+                 "--no-progress", "--device", "cpu", "--out", str(path)]) == 0
+    return path
+
+
+def test_typed_method_options_reach_the_config(tiny_orig, tmp_path, capsys):
+    out = tmp_path / "ft.safetensors"
+    assert main(["unlearn", "--method", "ft", "--model-path", str(tiny_orig), "--forget-class",
+                 "3", "--epochs", "1", "--momentum", "0.5", "--mask", "salun",
+                 "--mask-sparsity=0.25", "--set", "schedule=constant", "weight_decay=0",
+                 "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    cfg = json.loads(out.with_suffix(".json").read_text())["unlearn_config"]
+    assert cfg["momentum"] == 0.5 and cfg["mask"] == "salun" and cfg["mask_sparsity"] == 0.25
+    assert cfg["schedule"] == "constant" and cfg["weight_decay"] == 0.0
+    assert isinstance(cfg["weight_decay"], float) and cfg["epochs"] == 1
+    # flags not given take the config's defaults
+    fields = _config_fields("ft")
+    assert cfg["lr"] == fields["lr"].default and cfg["batch_size"] == fields["batch_size"].default
+    assert cfg["seed"] == fields["seed"].default and cfg["compile"] == fields["compile"].default
+    # an explicit none is a value, not "use the default"
+    out = tmp_path / "rl.safetensors"
+    assert fields["lr"].default is not None
+    assert _config_fields("rl")["retain_per_epoch"].default is not None
+    assert main(["unlearn", "--method", "rl", "--model-path", str(tiny_orig), "--forget-class",
+                 "3", "--epochs", "1", "--set", "retain_per_epoch=none", "--no-progress",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["unlearn_config"][
+        "retain_per_epoch"] is None
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "wings=2"], "method 'ft' has no option 'wings'; options: "),
+        (["--wings", "2"], "method 'ft' has no option 'wings'; options: "),
+        (["--set", "momentum=abc"], "method 'ft': option momentum must be float, got 'abc'"),
+        (["--momentum", "abc"], "method 'ft': option momentum must be float, got 'abc'"),
+        (["--set", "mask=3", "mask_sparsity=lots"],
+         "option mask_sparsity must be float, got 'lots'"),
+        (["--set", "lr=0.1"], "lr has its own flag; use --lr"),
+        (["--set", "momentum"], "--set expects KEY=VALUE"),
+        (["--set", "momentum=1.5"], "momentum must be in"),  # the config's own check
+    ],
+)
+def test_unknown_or_bad_method_option_is_one_line_exit_2(tiny_orig, tmp_path, capsys, extra,
+                                                         message):
+    rc = main(["unlearn", "--method", "ft", "--model-path", str(tiny_orig), "--forget-class",
+               "3", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "u"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    if "no option" in message:  # lists the method's valid keys
+        assert all(k in err for k in ("momentum", "weight_decay", "schedule", "mask_sparsity"))
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert sorted(p.name for p in tiny_orig.parent.iterdir()) == ["o.json", "o.safetensors"]
+
+
+def test_other_commands_refuse_unknown_flags(tmp_path):
+    proc = _cli("list", "methods", "--momentum", "0.5")
+    assert proc.returncode == 2 and "unrecognized arguments: --momentum 0.5" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
