@@ -854,6 +854,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             "give --model-path P (or --model M --dataset D of a `fastunlearn train` run)"
         )
     meta = read_metadata(path)
+    if not meta.get("model"):
+        raise UsageError(
+            f"{path} holds a model of your own ({meta.get('model_class') or 'unknown class'}), "
+            "which the command line cannot rebuild; unlearn it from Python: "
+            "fu.load_checkpoint(path, model=MyNet()) then fu.unlearn(...)")
     dataset = args.dataset or (meta.get("dataset") or {}).get("name")
     if not dataset:
         raise UsageError(f"{path} does not name its dataset; pass --dataset")

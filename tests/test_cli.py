@@ -388,3 +388,30 @@ def test_other_commands_refuse_unknown_flags(tmp_path):
     proc = _cli("list", "methods", "--momentum", "0.5")
     assert proc.returncode == 2 and "unrecognized arguments: --momentum 0.5" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unlearn_of_a_user_checkpoint_is_one_line(tmp_path, capsys):
+    """A checkpoint of a model of your own (no fastunlearn spec) cannot be rebuilt by the CLI:
+    one line saying to use Python, exit 2, nothing written."""
+    import torch
+
+    from fastunlearn.checkpoint import save_checkpoint
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    save_checkpoint(tmp_path / "mine", net, metadata={"note": "mine"})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["unlearn", "--method", "ft", "--model-path", str(tmp_path / "mine.safetensors"),
+                 "--dataset", "digits", "--forget-type", "class", "--forget-class", "3"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model of your own" in err[0] and "Sequential" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_make_config_keeps_an_explicit_none():
+    from fastunlearn.unlearn import make_config
+
+    assert make_config("rl").retain_per_epoch is not None
+    assert make_config("rl", retain_per_epoch=None).retain_per_epoch is None
+    with pytest.raises(ValueError, match="lr must be"):
+        make_config("ft", lr=None)

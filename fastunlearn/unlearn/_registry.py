@@ -163,11 +163,12 @@ def get_method(name: str) -> MethodEntry:
 
 
 def make_config(name: str, **overrides: Any) -> UnlearnConfig:
-    """The config of method ``name`` with the given fields overridden (None values ignored);
-    unknown fields raise ValueError naming the valid ones."""
+    """The config of method ``name`` with the given fields overridden (an explicit None sets
+    the field to None, e.g. ``retain_per_epoch=None``: the whole retain set); unknown fields
+    raise ValueError naming the valid ones."""
     entry = get_method(name)
     valid = {f.name for f in fields(entry.config_cls)}
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = dict(overrides)
     bad = sorted(set(given) - valid)
     if bad:
         raise ValueError(
