@@ -518,7 +518,7 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
     from tqdm.auto import tqdm
 
     from fastunlearn.data import load_dataset
-    from fastunlearn.studies.base import parse_forget
+    from fastunlearn.studies.config import parse_forget
 
     if config is None:
         config = AuditConfig(**kwargs)

@@ -35,17 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from fastunlearn.studies.base import (
-    StudyConfig,
     StudyContext,
     cell,
     md_table,
-    parse_forget,
-    register_study,
     relpath,
     savefig,
     summarise,
     task_runs,
 )
+from fastunlearn.studies.config import StudyConfig, parse_forget
+from fastunlearn.studies.registry import register_study
 from fastunlearn.studies.tables import aggregate, write_csv
 
 log = logging.getLogger(__name__)

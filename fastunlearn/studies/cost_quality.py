@@ -24,20 +24,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastunlearn.studies.base import (
-    COST_QUALITY_METHODS,
-    StudyConfig,
     StudyContext,
     cell,
-    default_forget,
     figure,
     md_table,
-    register_study,
     relpath,
     savefig,
     summarise,
     task_runs,
 )
+from fastunlearn.studies.config import COST_QUALITY_METHODS, StudyConfig, default_forget
 from fastunlearn.studies.keys import DO_NOTHING, make_run
+from fastunlearn.studies.registry import register_study
 
 OPTIONS = ("shadows", "quality")
 # quality axis → (column of the summary row, label, value to minimise)
@@ -221,7 +219,7 @@ def _audit(ctx: StudyContext, shadows: int) -> dict[str, dict[str, Any]]:
     """Run the per-example audit of the study's methods; ``{method: audit row}`` (the audit's
     ``retrain`` row is retrain vs an independent retrain)."""
     from fastunlearn.studies.audit import AuditConfig, audit
-    from fastunlearn.studies.base import parse_forget
+    from fastunlearn.studies.config import parse_forget
 
     cfg = ctx.config
     forget = cfg.forget or f"class:{ctx.data.classes[0]}"

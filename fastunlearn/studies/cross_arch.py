@@ -24,17 +24,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastunlearn.studies.base import (
-    StudyConfig,
     StudyContext,
     cell,
-    default_forget,
     md_table,
-    register_study,
     relpath,
     savefig,
     summarise,
     task_runs,
 )
+from fastunlearn.studies.config import StudyConfig, default_forget
+from fastunlearn.studies.registry import register_study
 from fastunlearn.studies.tables import fmt, mean_ci
 
 DEFAULT_MODELS = ("small_cnn", "lenet5", "resnet18", "mobilenetv2", "vit_tiny", "mobilevit")

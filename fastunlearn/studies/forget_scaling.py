@@ -31,16 +31,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastunlearn.studies.base import (
-    StudyConfig,
     StudyContext,
     cell,
     md_table,
-    register_study,
     relpath,
     savefig,
     summarise,
     task_runs,
 )
+from fastunlearn.studies.config import StudyConfig
+from fastunlearn.studies.registry import register_study
 from fastunlearn.studies.tables import aggregate
 
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50)

@@ -36,18 +36,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastunlearn.studies.base import (
-    FAST_METHODS,
-    StudyConfig,
     StudyContext,
     cell,
-    default_forget,
     md_table,
-    register_study,
     relpath,
     savefig,
     summarise,
     task_runs,
 )
+from fastunlearn.studies.config import FAST_METHODS, StudyConfig, default_forget
+from fastunlearn.studies.registry import register_study
 
 log = logging.getLogger(__name__)
 

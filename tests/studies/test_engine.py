@@ -13,7 +13,7 @@ from scipy import stats
 
 import fastunlearn as fu
 from fastunlearn.studies import executors, keys, pool, tables
-from fastunlearn.studies.base import StudyConfig, parse_forget
+from fastunlearn.studies.config import StudyConfig, parse_forget
 from fastunlearn.studies.cost_quality import pareto_front
 
 TINY = {"dataset": "digits", "epochs": 1, "methods": ("ga", "ft"), "method_epochs": 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastunlearn.studies import StudyConfig, base, run
+from fastunlearn.studies import StudyConfig, base, registry, run
 
 
 def _never(*args, **kwargs):  # noqa: ANN002, ANN003
@@ -19,7 +19,7 @@ def _runs(config, data):  # noqa: ANN001
 
 def test_a_study_that_declares_no_options_refuses_any(tmp_path, monkeypatch):
     """A study module that never looks at ``config.options`` used to accept anything."""
-    monkeypatch.setitem(base._STUDIES, "quiet", base.Study("quiet", "?", _never, _never))
+    monkeypatch.setitem(registry._STUDIES, "quiet", registry.Study("quiet", "?", _never, _never))
     cfg = StudyConfig(dataset="digits", options={"fractions": [0.1]}, out=str(tmp_path / "q"))
     with pytest.raises(ValueError, match="unknown quiet option 'fractions'; options: none"):
         run("quiet", cfg)
@@ -27,7 +27,7 @@ def test_a_study_that_declares_no_options_refuses_any(tmp_path, monkeypatch):
 
 
 def test_set_for_a_method_the_study_does_not_run(tmp_path, monkeypatch):
-    monkeypatch.setitem(base._STUDIES, "only-ga", base.Study("only-ga", "?", _runs, _never))
+    monkeypatch.setitem(registry._STUDIES, "only-ga", registry.Study("only-ga", "?", _runs, _never))
     cfg = StudyConfig(dataset="digits", method_options={"ft": {"epochs": 1}},
                       out=str(tmp_path / "q"))
     with pytest.raises(ValueError, match="options are set for 'ft', which this study does not "
@@ -37,9 +37,9 @@ def test_set_for_a_method_the_study_does_not_run(tmp_path, monkeypatch):
 
 
 def test_declared_options_come_from_the_module():
-    assert set(base.get_study("forget-scaling").options) == {"fractions", "class_counts",
+    assert set(registry.get_study("forget-scaling").options) == {"fractions", "class_counts",
                                                              "classes"}
-    assert base.get_study("cross-arch").options == ()
+    assert registry.get_study("cross-arch").options == ()
 
 
 @pytest.mark.parametrize(("opts", "message"), [

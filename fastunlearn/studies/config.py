@@ -1,0 +1,168 @@
+"""The options every study shares (:class:`StudyConfig`) and forget-spec parsing.
+
+A leaf of the studies package: it imports no study, the registry or the runner, so every
+study module can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fastunlearn.studies.executors import EXECUTORS
+
+# Methods cheap enough for a CPU study (≤ 0.35 × retrain in the recipe tables) and usable on
+# any plain model (sisa needs a SISA-trained ensemble, retrain is the reference row).
+FAST_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun", "boundary_shrink", "scrub",
+                "two_stage", "fisher", "influence", "zero_shot")
+# the default of cost-quality: the fast ones plus methods III (issue 16)
+COST_QUALITY_METHODS = FAST_METHODS + ("ssd", "sfr_on", "rum", "msg", "ct", "delete")
+NOT_FOR_STUDIES = ("retrain", "sisa")
+
+
+@dataclass
+class StudyConfig:
+    """Options every study shares (``fastunlearn study NAME --help`` lists them).
+
+    ``forget``: ``"class:NAME[,NAME]"``, ``"random:10%"`` or ``"random:500"`` (default: the
+    first class). ``methods``: registered method names (default: :data:`FAST_METHODS`).
+    ``epochs``: training epochs of the original and retrained models; ``method_epochs``
+    overrides every method's own ``epochs``; ``method_options`` maps a method to config
+    overrides. ``seeds``: number of seeds (0 … seeds−1), each with its own original/retrain
+    models. ``out``: the study directory (default ``runs/studies/NAME``); ``pool``: where
+    original/retrained models are kept (default: ``pool`` beside ``out``, shared by studies).
+    ``options``: study-specific settings (see each study's docstring).
+    """
+
+    dataset: str = "fashion-mnist"
+    model: str = "small_cnn"
+    models: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    forget: str | None = None
+    seeds: int = 1
+    epochs: int = 5
+    method_epochs: int | None = None
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out: str | None = None
+    pool: str | None = None
+    executor: str = "local"
+    workers: int = 1
+    cpus_per_run: float = 1
+    gpus_per_run: float = 0
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int | None = None
+    mia_samples: int = 2000
+    cka: bool = True
+    include_retrain: bool = True
+    progress: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.models = tuple(self.models)
+        self.methods = tuple(self.methods)
+        if int(self.seeds) != self.seeds or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer, got {self.seeds}")
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.method_epochs is not None and (
+            int(self.method_epochs) != self.method_epochs or self.method_epochs < 0
+        ):
+            raise ValueError(f"method_epochs must be a non-negative integer, got "
+                             f"{self.method_epochs}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got "
+                             f"{self.executor!r}")
+        if int(self.workers) != self.workers or self.workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {self.workers}")
+        if self.threads is not None and (isinstance(self.threads, bool)
+                                         or int(self.threads) != self.threads
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer, got {self.threads}")
+        if self.mia_samples < 10:
+            raise ValueError(f"mia_samples must be ≥ 10, got {self.mia_samples}")
+        from fastunlearn.unlearn import list_methods
+
+        known = list_methods()
+        for m in (*self.methods, *self.method_options):
+            if m not in known:
+                raise ValueError(f"unknown method {m!r}; known: {', '.join(sorted(known))}")
+            if m in NOT_FOR_STUDIES:
+                raise ValueError(f"method {m!r} cannot be a study method (retrain is the "
+                                 "reference row; sisa needs a SISA-trained ensemble)")
+        if self.forget is not None:
+            parse_forget(self.forget)
+        for m in self.method_options:  # each method's options build a valid config now
+            self.check_method_config(m)
+
+    def check_method_config(self, method: str) -> None:
+        """ValueError (one line) unless ``method``'s config with this study's overrides is
+        valid: unknown options, wrong types and out-of-range values fail before any work."""
+        from fastunlearn.unlearn import make_config
+
+        make_config(method, **self.method_config(method))
+
+    # ------------------------------------------------------------------ derived
+    def method_list(self) -> tuple[str, ...]:
+        return self.methods or FAST_METHODS
+
+    def method_config(self, method: str) -> dict[str, Any]:
+        cfg: dict[str, Any] = {}
+        if self.method_epochs is not None:
+            cfg["epochs"] = int(self.method_epochs)
+        if self.batch_size is not None:
+            cfg["batch_size"] = int(self.batch_size)
+        cfg.update(self.method_options.get(method, {}))
+        return cfg
+
+    def train_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"epochs": int(self.epochs)}
+        if self.batch_size is not None:
+            cfg["batch_size"] = int(self.batch_size)
+        return cfg
+
+    def eval_options(self) -> dict[str, Any]:
+        return {"max_samples": int(self.mia_samples), "cka": bool(self.cka)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_forget(text: str, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """``"class:Coat,Shirt"`` → class spec; ``"random:10%"`` / ``"random:0.1"`` → fraction;
+    ``"random:500"`` → count. One-line ValueError otherwise."""
+    kind, _, arg = text.partition(":")
+    kind, arg = kind.strip().lower(), arg.strip()
+    if kind == "class" and arg:
+        names = [a.strip() for a in arg.split(",") if a.strip()]
+        if classes is not None:
+            bad = [n for n in names if n not in classes and not (n.isdigit() and
+                                                                  int(n) < len(classes))]
+            if bad:
+                raise ValueError(f"forget class {bad[0]!r} is not a class of the dataset; "
+                                 f"classes: {', '.join(classes)}")
+            names = [classes[int(n)] if n not in classes else n for n in names]
+        return {"type": "class", "classes": names}
+    if kind == "random" and arg:
+        try:
+            if arg.endswith("%"):
+                frac = float(arg[:-1]) / 100
+                if not 0 < frac < 1:
+                    raise ValueError
+                return {"type": "random", "fraction": frac}
+            value = float(arg)
+        except ValueError:
+            raise ValueError(f"bad forget spec {text!r}: random needs a count, a fraction in "
+                             "(0, 1) or a percentage, e.g. random:10%") from None
+        if 0 < value < 1:
+            return {"type": "random", "fraction": value}
+        if value >= 1 and value == int(value):
+            return {"type": "random", "count": int(value)}
+        raise ValueError(f"bad forget spec {text!r}: use random:10%, random:0.1 or random:500")
+    raise ValueError(f"bad forget spec {text!r}; use class:NAME[,NAME], random:10% or random:500")
+
+
+def default_forget(config: StudyConfig, data: Any) -> dict[str, Any]:
+    """The study's forget spec: ``config.forget``, or the dataset's first class."""
+    return parse_forget(config.forget or f"class:{data.classes[0]}", data.classes)
