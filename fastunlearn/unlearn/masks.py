@@ -17,10 +17,12 @@ replace slower ones without touching any method:
   tensor together), so ``sparsity=0.5`` updates half of the weights — SalUn's default.
 * :func:`masked_step` — one SGD update (momentum, weight decay) applied only where the mask is
   True: :func:`fastunlearn.kernels.masked_sgd_step` (the foreach torch path on CPU, one Triton
-  launch for all parameters on CUDA). Unlike multiplying ``param.grad`` by the mask before
-  ``torch.optim.SGD.step`` (what the SalUn code does), weight decay is masked too, so weights
-  outside the mask stay bit-for-bit unchanged. :class:`MaskedSGD` wraps it as a
-  ``torch.optim.Optimizer``.
+  launch for all parameters on CUDA). Weight decay is masked too, so weights outside the mask
+  stay bit-for-bit unchanged. The SalUn code multiplies ``param.grad`` by the mask before
+  ``torch.optim.SGD.step``; until its commit "Fix weight decay (#33)" weight decay then still
+  moved the frozen weights, and since that commit it resets them (and their momentum) after
+  every step, which gives the same update as here (bit-identical on the CPU path — tested).
+  :class:`MaskedSGD` wraps it as a ``torch.optim.Optimizer``.
 
 Where the SalUn reference code differs: it sums batch-mean gradients over the forget loader
 (the same ranking up to the weight of a smaller last batch) and has no ``ig`` kind. The seed's

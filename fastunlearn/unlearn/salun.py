@@ -7,8 +7,19 @@ Gradient-based Weight Saliency", ICLR 2024).
 2. Unlearn with the base method on the masked weights only: random labels (``base="rl"``, the
    paper's SalUn) or guarded gradient ascent (``base="ga"``, with ``ga_lr``).
 
-Weights outside the mask are never changed (weight decay is masked too). ``compile`` applies
+Weights outside the mask are never changed (weight decay is masked too — as in the reference
+code, OPTML-Group/Unlearn-Saliency, since its "Fix weight decay (#33)"). ``compile`` applies
 to the base method's training steps, not to the saliency pass.
+
+Recipe choices against the reference (``Classification/unlearn/RL.py``), all options of
+:class:`~fastunlearn.unlearn.rl.RLOptions` shared with ``rl``: ``retain_per_epoch`` (default
+12 000 retain samples drawn per epoch; None = the whole retain set, as the reference — ~3× the
+steps, 1.6–3.8 test accuracy points more on random 10 %), ``rl_order`` (``"mixed"``: the
+reference's CIFAR-100 / TinyImageNet branch, forget and retain shuffled together;
+``"forget_then_retain"``: its CIFAR-10 / SVHN branch, which needs a lower lr than 0.01) and
+``schedule`` (cosine; the reference is constant for ≤ 10 epochs). Random labels exclude the
+sample's own class (the reference draws over all classes). docs/methods.md, "Reference
+fidelity", has the measurements.
 """
 
 from __future__ import annotations
@@ -33,8 +44,10 @@ BASES = ("rl", "ga")
 class SalUnConfig(RLOptions):
     """SalUn recipe (Fashion-MNIST ``small_cnn``): mask sparsity 0.5 from the forget-set
     gradient, then random labels for 2 epochs, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine,
-    12 000 retain samples per epoch. ``base="ga"`` runs guarded gradient ascent (lr ``ga_lr``)
-    on the masked weights instead.
+    12 000 retain samples per epoch (``retain_per_epoch=None``: all, as the reference),
+    forget and retain shuffled together (``rl_order="forget_then_retain"``: the reference's
+    CIFAR-10 branch). ``base="ga"`` runs guarded gradient ascent (lr ``ga_lr``) on the masked
+    weights instead (the ``rl`` options are then unused).
 
     Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.4%,
     retain 94.5 / 92.4%, test 92.8 / 90.7%, 0.13× / 0.16× the retrain time

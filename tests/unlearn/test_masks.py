@@ -144,6 +144,47 @@ def test_masked_step_equals_torch_sgd_where_mask_is_true():
     assert torch.equal(p_mask[~mask], start[~mask])
 
 
+def _salun_reference_steps(p, mask, grads, *, lr, momentum, wd, restore):
+    """The SalUn code's masked update: ``grad *= mask``, ``torch.optim.SGD.step`` (momentum,
+    weight decay); since its "Fix weight decay (#33)" (``restore``) the frozen weights are
+    then reset to their values before unlearning and the momentum buffer is multiplied by the
+    mask. Without ``restore``: the code before that fix."""
+    theta0 = p.detach().clone()
+    opt = torch.optim.SGD([p], lr=lr, momentum=momentum, weight_decay=wd)
+    keep = mask.to(p.dtype)
+    for g in grads:
+        p.grad = g.clone() * keep
+        opt.step()
+        if restore:
+            with torch.no_grad():
+                p.mul_(keep).add_(theta0 * (1 - keep))
+                opt.state[p]["momentum_buffer"].mul_(keep)
+    return p
+
+
+def test_masked_sgd_equals_the_salun_code_since_its_weight_decay_fix():
+    """Weight decay is masked here; the SalUn reference did the same since "Fix weight decay
+    (#33)" (before it, decay moved the frozen weights) — bit-identical over several steps."""
+    torch.manual_seed(3)
+    start = torch.randn(37, 11)
+    mask = torch.rand(37, 11) < 0.5
+    grads = [torch.randn(37, 11) for _ in range(4)]
+    kw = {"lr": 0.05, "momentum": 0.9, "wd": 5e-2}
+    ref = _salun_reference_steps(start.clone().requires_grad_(True), mask, grads, restore=True,
+                                 **kw)
+    old = _salun_reference_steps(start.clone().requires_grad_(True), mask, grads, restore=False,
+                                 **kw)
+    p = start.clone().requires_grad_(True)
+    opt = MaskedSGD([p], {id(p): mask}, kw["lr"], kw["momentum"], kw["wd"])
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    assert torch.equal(p, ref)
+    assert torch.equal(p[~mask], start[~mask])
+    assert not torch.equal(old[~mask], start[~mask])  # the pre-fix code moved frozen weights
+    assert torch.equal(old[mask], ref[mask])  # … and nothing else differed
+
+
 def test_masked_step_functional_creates_buffers():
     p = torch.ones(4)
     bufs: list = [None]
