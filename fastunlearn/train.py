@@ -25,7 +25,7 @@ from torch import nn
 from fastunlearn._device import resolve_device, synchronize
 from fastunlearn.data.base import DataPart
 from fastunlearn.engine.optim import OPTIMIZERS, build_optimizer
-from fastunlearn.engine.rng import seed_everything, seeded  # noqa: F401 (TEMP re-export)
+from fastunlearn.engine.rng import seeded
 from fastunlearn.engine.runner import SCHEDULES, StepRunner, run_epochs, steps_per_epoch
 from fastunlearn.inference import accuracy
 from fastunlearn.kernels.compile import check_compile_mode

@@ -117,7 +117,7 @@ def test_a_healthy_method_is_not_warned(digits_original, split, caplog):
 
 def test_the_guard_reads_validation_never_test(digits_original, split, monkeypatch):
     """The shared guard's probe is ``split.val_retain`` (the instrumented-test guarantee)."""
-    from fastunlearn.unlearn import _losses
+    from fastunlearn.engine import guards as _losses
 
     seen = []
     real = _losses.RetainHealth.measure.__func__

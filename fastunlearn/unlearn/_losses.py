@@ -16,21 +16,6 @@ from torch import Tensor, nn
 from fastunlearn._device import model_device
 from fastunlearn.data.base import DataPart
 
-# the engine's loop pieces, re-exported for the method files that import them from here
-from fastunlearn.engine.guards import (  # noqa: F401
-    ForgetGuard,
-    RetainHealth,
-    check_guard_fields,
-    finish_guarded,
-)
-from fastunlearn.engine.runner import (  # noqa: F401
-    StepRunner,
-    check_schedule,
-    cycle_batches,
-    run_epochs,
-    steps_per_epoch,
-)
-
 log = logging.getLogger(__name__)
 
 

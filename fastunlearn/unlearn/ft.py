@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import TrainConfig, seed_everything, train
-from fastunlearn.unlearn._losses import StepRunner, check_schedule, run_epochs, steps_per_epoch
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, check_schedule, run_epochs, steps_per_epoch
+from fastunlearn.train import TrainConfig, train
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config

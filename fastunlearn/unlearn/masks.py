@@ -22,7 +22,9 @@ replace slower ones without touching any method:
   ``torch.optim.SGD.step``; until its commit "Fix weight decay (#33)" weight decay then still
   moved the frozen weights, and since that commit it resets them (and their momentum) after
   every step, which gives the same update as here (bit-identical on the CPU path — tested).
-  :class:`MaskedSGD` wraps it as a ``torch.optim.Optimizer``.
+  :class:`MaskedSGD` wraps it as a ``torch.optim.Optimizer``. Both live in the engine's
+  :mod:`fastunlearn.engine.optim` (the optimisers every loop's step runner steps) and are
+  re-exported here.
 
 Where the SalUn reference code differs: it sums batch-mean gradients over the forget loader
 (the same ranking up to the weight of a smaller last batch) and has no ``ig`` kind. The seed's
@@ -32,8 +34,6 @@ is what its README describes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,8 +41,10 @@ from torch.func import functional_call
 
 from fastunlearn._device import model_device
 from fastunlearn.data.base import DataPart
+
+# the masked update lives in the engine's optimisers; re-exported here, beside the masks
+from fastunlearn.engine.optim import MaskedSGD, make_sgd, masked_step  # noqa: F401
 from fastunlearn.kernels.ig import integrated_gradients
-from fastunlearn.kernels.masked_sgd import masked_sgd_step, prepare_mask
 
 MASK_KINDS = ("salun", "ig")
 """Values of the ``mask`` option of maskable methods: ``salun`` → ``kind="grad"``."""
@@ -189,125 +191,6 @@ def mask_density(masks: dict[str, Tensor]) -> float:
     """Fraction of True entries over all masks (1 − effective sparsity)."""
     total = sum(m.numel() for m in masks.values())
     return float(sum(int(m.sum()) for m in masks.values())) / max(1, total)
-
-
-def masked_step(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor | None],
-    masks: Sequence[Tensor | None],
-    momentum_buffers: list[Tensor | None],
-    *,
-    lr: float,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    nesterov: bool = False,
-    dampening: float = 0.0,
-    overwrite_grads: bool = False,
-) -> None:
-    """One SGD step ``d = mask·(g + wd·p); buf = μ·buf + (1 − dampening)·d; p −= lr·buf``
-    (or Nesterov's ``p −= lr·(d + μ·buf)``) in place, by
-    :func:`fastunlearn.kernels.masked_sgd_step` (``impl="auto"``).
-
-    Matches ``torch.optim.SGD`` exactly where the mask is True (and everywhere when a mask is
-    None); entries where the mask is False keep their value and a zero momentum buffer (for a
-    mask that stays the same from the first step on). ``None`` grads are skipped.
-    ``momentum_buffers`` is updated in place (None → created). ``overwrite_grads=True`` lets the
-    CPU path use the gradients as scratch (values afterwards unspecified; saves a copy).
-    """
-    masked_sgd_step(params, grads, masks, momentum_buffers, lr, momentum, weight_decay,
-                    nesterov, dampening, overwrite_grads=overwrite_grads)
-
-
-class MaskedSGD(torch.optim.Optimizer):
-    """SGD (momentum, weight decay, Nesterov) that only updates masked weights, via
-    :func:`masked_step` — one fused Triton launch for all parameters on CUDA.
-
-    ``masks`` maps each parameter tensor (by identity) to a bool tensor of its shape; parameters
-    without an entry are updated normally. The masks are converted once into the format the
-    step reads fastest (:func:`fastunlearn.kernels.masked_sgd.prepare_mask`: bool on CUDA, 0/1
-    in the parameter dtype on CPU). Like ``torch.optim.SGD`` with Nesterov, ``step()`` may
-    leave other values in ``p.grad`` (it uses them as scratch; the next ``zero_grad`` clears
-    them).
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Tensor],
-        masks: dict[int, Tensor],
-        lr: float,
-        momentum: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        dampening: float = 0.0,
-    ) -> None:
-        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                    "nesterov": nesterov, "dampening": dampening}
-        params = list(params)
-        super().__init__(params, defaults)
-        by_id = {id(p): p for group in self.param_groups for p in group["params"]}
-        self._masks = {k: prepare_mask(m, by_id[k]) if k in by_id else m
-                       for k, m in masks.items()}
-
-    def _mask(self, p: Tensor) -> Tensor | None:
-        m = self._masks.get(id(p))
-        if m is not None and m.device != p.device:  # the model moved since construction
-            m = self._masks[id(p)] = prepare_mask(m, p)
-        return m
-
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim.Optimizer signature
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            bufs = [self.state[p].get("momentum_buffer") for p in ps]
-            masked_step(
-                ps,
-                [p.grad for p in ps],
-                [self._mask(p) for p in ps],
-                bufs,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                nesterov=group.get("nesterov", False),
-                dampening=group.get("dampening", 0.0),
-                overwrite_grads=True,
-            )
-            for p, b in zip(ps, bufs):
-                if b is not None:
-                    self.state[p]["momentum_buffer"] = b
-        return loss
-
-
-def make_sgd(
-    model: nn.Module,
-    lr: float,
-    *,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    masks: dict[str, Tensor] | None = None,
-) -> torch.optim.Optimizer:
-    """``torch.optim.SGD`` over the trainable parameters, or :class:`MaskedSGD` when ``masks``
-    (``{param_name: BoolTensor}``, e.g. from :func:`compute_saliency`) is given."""
-    params = _named_trainable(model)
-    if masks is None:
-        return torch.optim.SGD(
-            params.values(), lr=lr, momentum=momentum, weight_decay=weight_decay
-        )
-    unknown = sorted(set(masks) - set(params))
-    if unknown:
-        raise ValueError(f"mask names a parameter the model does not have: {unknown[0]!r}")
-    by_id = {}
-    for name, m in masks.items():
-        p = params[name]
-        if m.shape != p.shape:
-            raise ValueError(
-                f"mask for {name!r} has shape {tuple(m.shape)}, parameter {tuple(p.shape)}"
-            )
-        by_id[id(p)] = m.to(device=p.device, dtype=torch.bool)
-    return MaskedSGD(params.values(), by_id, lr, momentum, weight_decay)
 
 
 def masks_for_config(model: nn.Module, part: DataPart, config: object) -> dict[str, Tensor] | None:

@@ -33,18 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.train import seed_everything
+from fastunlearn.engine.rng import seed_everything
+from fastunlearn.engine.runner import StepRunner, check_schedule, run_epochs, steps_per_epoch
 from fastunlearn.unlearn._losses import (
-    StepRunner,
     check_nonneg,
     check_positive_int,
-    check_schedule,
     concat_parts,
     random_wrong_labels,
     relabelled,
-    run_epochs,
     sample_part,
-    steps_per_epoch,
 )
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastunlearn.engine.runner import StepRunner, run_epochs
 from fastunlearn.kernels import compile as fc
 from fastunlearn.train import TrainConfig, train
-from fastunlearn.unlearn._losses import StepRunner, run_epochs
 from fastunlearn.unlearn.base import UnlearnConfig
 from fastunlearn.unlearn.ft import FTConfig
 
