@@ -1,0 +1,443 @@
+"""Re-tune the training-based methods' learning rate / epochs on the validation split (issue 16).
+
+The recipes in README / docs/methods*.md were chosen by reading tables that include test
+accuracy. This script sweeps each method's ``lr`` over {default/3, default, default·3} (and
+``epochs`` over {default//2, default} where the epoch count is a recipe choice) on
+Fashion-MNIST ``small_cnn`` (the original trained once with ``fu.TrainConfig()``), class "Coat"
+and 10 % random forgetting (seed 0), and scores every run **only** with quantities a method is
+allowed to see: the forget set and the validation hold-out ``split.val`` (10 % of the test set,
+seed 0). ``split.test`` / ``test_forget`` / ``test_retain`` are never read while tuning (a test
+instruments the test images).
+
+Val gap (percentage points; lower is better), for a run with unlearned model ``u`` and the
+original ``o``::
+
+    drop      = max(0, acc(o, val_retain) − acc(u, val_retain))
+    class:    val_gap = ( acc(u, forget)                          + drop ) / 2
+    random:   val_gap = ( |acc(u, forget) − acc(o, val)|          + drop ) / 2
+
+The forget term is the distance to what a retrained model would show without running one: 0 %
+on a forgotten class, and on random forgetting about its held-out accuracy, estimated by the
+original's validation accuracy. The retain term counts only a *loss* of validation accuracy on
+the retained classes (a retrain gains accuracy there on class forgetting, so a gain is not
+penalised).
+
+Selection: per (method, forget set) the grid point with the smallest val gap; the proposed
+default of a method is the grid point with the smallest *mean* val gap over the forget sets it
+runs on (ties go to the current default, then to grid order).
+
+Only after the sweep, ``--evaluate`` retrains each forget set and reports the test-set
+Avg-Gap (``fu.evaluate``'s ``avg_gap``: mean |·| gap to the retrain of UA, retain accuracy,
+test accuracy and MIA efficacy) of the default and the val-selected setting — evaluation, not
+used for selection; those rows carry ``phase=evaluation`` in the CSV.
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tune_on_val.py \
+        [--methods ft,ga,...] [--train-size N] [--evaluate] [--out ...csv]
+
+The original is loaded from ``runs/tune/original[-N].safetensors`` when present, else trained
+and saved there. Every run is one CSV row (``benchmarks/results/tune_on_val.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import fastunlearn as fu
+from fastunlearn.checkpoint import CheckpointError, load_checkpoint
+from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.engine.rng import seeded
+from fastunlearn.inference import accuracy
+from fastunlearn.unlearn import make_config
+from fastunlearn.unlearn._registry import get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the training-based methods with an lr / epochs recipe, in sweep order
+METHODS: tuple[str, ...] = (
+    "ft", "ga", "neggrad_plus", "rl", "salun", "l1_sparse", "scrub", "bad_teacher",
+    "boundary_shrink", "two_stage", "sfr_on", "msg", "ct", "delete", "rum",
+)
+#: the brief's reduced list, used first when the whole sweep does not fit the time budget
+CORE_METHODS: tuple[str, ...] = (
+    "ft", "ga", "neggrad_plus", "rl", "salun", "scrub", "l1_sparse", "sfr_on", "ct", "msg",
+)
+CLASS_ONLY = frozenset({"delete", "zero_shot"})
+LR_FACTORS: tuple[float, ...] = (1 / 3, 1.0, 3.0)
+EPOCH_FACTORS: tuple[float, ...] = (0.5, 1.0)
+SETTINGS = ("class Coat", "random 10%")
+#: config fields a sub-method of ``rum`` inherits from the rum config itself
+_RUM_INHERITED = ("seed", "device", "progress", "compile")
+
+FIELDS = [
+    "phase", "method", "setting", "point", "is_default", "lr", "epochs", "forget_acc",
+    "val_forget_acc", "val_retain_acc", "val_acc", "orig_val_retain_acc", "orig_val_acc",
+    "term_forget", "term_retain", "val_gap", "test_forget_acc", "test_retain_acc", "test_acc",
+    "mia_efficacy", "avg_gap", "seconds", "machine", "threads", "torch", "train_size", "date",
+]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point of a method: the config overrides and how they read in a table."""
+
+    method: str
+    label: str
+    lr: float | str
+    epochs: int | None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    is_default: bool = False
+
+    def config(self, **common: Any) -> Any:
+        """The method's config at this point (``common``: device, progress …)."""
+        return make_config(self.method, **common, **dict(self.overrides))
+
+
+def epochs_is_recipe(config: Any) -> bool:
+    """Whether the epoch count is a recipe choice: a method without an early-stop guard
+    (no ``target_forget_acc``) that runs ≥ 2 epochs. For guarded methods (``ga``,
+    ``neggrad_plus``, ``boundary_shrink``) ``epochs`` is only a cap."""
+    return config.epochs >= 2 and not hasattr(config, "target_forget_acc")
+
+
+def _fmt_factor(f: float) -> str:
+    return "1" if f == 1 else (f"1/{round(1 / f)}" if f < 1 else f"{f:g}")
+
+
+def _rum_group_options(factor: float) -> tuple[dict[str, Any], ...]:
+    """``rum``'s per-group sub-method options with every group's lr scaled by ``factor``: the
+    groups' settings are read from the default ``RUMConfig`` (``group_config``), nothing is
+    hard-coded."""
+    cfg = make_config("rum")
+    out = []
+    for group in ("low", "mid", "high"):
+        sub = cfg.group_config(group)
+        base = get_method(sub.method).config_cls()
+        opts = {f.name: getattr(sub, f.name) for f in fields(sub)
+                if f.name not in _RUM_INHERITED and getattr(sub, f.name) != getattr(base, f.name)}
+        opts["lr"] = sub.lr * factor
+        out.append(opts)
+    return tuple(out)
+
+
+def grid(method: str, lr_factors: Sequence[float] = LR_FACTORS,
+         epoch_factors: Sequence[float] = EPOCH_FACTORS) -> list[Point]:
+    """The grid of ``method``: ``lr`` = default × each of ``lr_factors``, and where
+    :func:`epochs_is_recipe`, ``epochs`` = max(1, default × each of ``epoch_factors``) (rounded
+    down; duplicates dropped). Defaults are read from the method's config dataclass. ``rum``
+    scales the lr of each of its groups' sub-method settings."""
+    cfg = make_config(method)
+    if method == "rum":
+        lrs = "/".join(f"{cfg.group_config(g).lr:g}" for g in ("low", "mid", "high"))
+        pts = []
+        for f in lr_factors:
+            opts = _rum_group_options(f)
+            pts.append(Point(method, f"lr×{_fmt_factor(f)}",
+                             "/".join(f"{o['lr']:.3g}" for o in opts), None,
+                             {} if f == 1 else {"method_options": opts}, is_default=f == 1))
+        if not any(p.is_default for p in pts):
+            pts.insert(0, Point(method, "lr×1", lrs, None, {}, is_default=True))
+        return pts
+    epochs_list: list[int | None] = [None]
+    if epochs_is_recipe(cfg):
+        epochs_list = sorted({max(1, int(cfg.epochs * f)) for f in epoch_factors})
+    pts = []
+    for e in epochs_list:
+        for f in lr_factors:
+            lr = cfg.lr * f
+            over: dict[str, Any] = {"lr": lr}
+            label = f"lr×{_fmt_factor(f)}"
+            if e is not None:
+                over["epochs"] = e
+                label += f", {e} ep"
+            is_def = f == 1 and (e is None or e == cfg.epochs)
+            pts.append(Point(method, label, lr, e if e is not None else cfg.epochs, over,
+                             is_default=is_def))
+    if not any(p.is_default for p in pts):
+        pts.insert(0, Point(method, "default", cfg.lr, cfg.epochs, {}, is_default=True))
+    return pts
+
+
+def val_reference(original: nn.Module, split: ForgetSplit) -> dict[str, float]:
+    """The original's validation accuracies (the references of the val gap)."""
+    return {"orig_val_retain_acc": accuracy(original, split.val_retain),
+            "orig_val_acc": accuracy(original, split.val)}
+
+
+def val_terms(model: nn.Module, split: ForgetSplit, ref: Mapping[str, float]) -> dict[str, float]:
+    """Forget / validation accuracies of ``model`` and its val gap (module docstring). Reads
+    ``split.forget``, ``split.val``, ``split.val_forget`` and ``split.val_retain`` only."""
+    fa = accuracy(model, split.forget)
+    vra = accuracy(model, split.val_retain)
+    out = {"forget_acc": fa, "val_retain_acc": vra, "val_acc": accuracy(model, split.val),
+           "val_forget_acc": accuracy(model, split.val_forget)}
+    if split.kind == "class":
+        term_f = fa
+    else:
+        term_f = abs(fa - ref["orig_val_acc"])
+    term_r = max(0.0, ref["orig_val_retain_acc"] - vra)
+    gap = (term_f + term_r) / 2 if math.isfinite(term_f + term_r) else math.inf
+    return {**out, "term_forget": term_f, "term_retain": term_r, "val_gap": gap}
+
+
+@dataclass
+class Sweep:
+    """Rows of a sweep (one per run) and, with ``keep_models``, the unlearned weights."""
+
+    rows: list[dict[str, Any]]
+    points: dict[str, list[Point]]
+    models: dict[tuple[str, str, str], dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def selected(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Per (method, setting): the row with the smallest val gap (ties: the default, then
+        grid order)."""
+        best: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in self.rows:
+            key = (r["method"], r["setting"])
+            cur = best.get(key)
+            if cur is None or r["val_gap"] < cur["val_gap"] or (
+                    r["val_gap"] == cur["val_gap"] and r["is_default"] and not cur["is_default"]):
+                best[key] = r
+        return best
+
+    def mean_gaps(self, method: str) -> dict[str, float]:
+        """``{point label: mean val gap over the settings the method ran on}`` (points present
+        in every setting only)."""
+        per: dict[str, list[float]] = {}
+        for r in self.rows:
+            if r["method"] == method:
+                per.setdefault(r["point"], []).append(r["val_gap"])
+        n = max((len(v) for v in per.values()), default=0)
+        return {k: sum(v) / n for k, v in per.items() if len(v) == n}
+
+    def proposed(self, method: str) -> tuple[Point, Point]:
+        """``(default point, val-selected point)``: the selected point minimises the mean val
+        gap over settings (ties: the default, then grid order)."""
+        gaps = self.mean_gaps(method)
+        pts = [p for p in self.points[method] if p.label in gaps]
+        default = next(p for p in self.points[method] if p.is_default)
+        best = min(pts, key=lambda p: (gaps[p.label], not p.is_default, pts.index(p)))
+        return default, best
+
+
+def tune(
+    original: nn.Module,
+    splits: Mapping[str, ForgetSplit],
+    methods: Sequence[str],
+    *,
+    lr_factors: Sequence[float] = LR_FACTORS,
+    epoch_factors: Sequence[float] = EPOCH_FACTORS,
+    common: Mapping[str, Any] | None = None,
+    keep_models: bool = False,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> Sweep:
+    """Run every grid point of every method on every split (class-only methods on class
+    splits only) and score it with :func:`val_terms`. Never reads the test part of a split.
+    ``common``: config fields for every run (default ``device="cpu", progress=False``);
+    ``report(row)`` is called after each run."""
+    common = dict(common or {"device": "cpu", "progress": False})
+    points = {m: grid(m, lr_factors, epoch_factors) for m in methods}
+    sweep = Sweep([], points)
+    refs = {setting: val_reference(original, split) for setting, split in splits.items()}
+    for method in methods:  # method-major: a cut-short sweep leaves whole methods
+        for setting, split in splits.items():
+            if method in CLASS_ONLY and split.kind != "class":
+                continue
+            ref = refs[setting]
+            for p in points[method]:
+                res = fu.unlearn(original, split, p.config(**common))
+                row = {"phase": "tune", "method": method, "setting": setting, "point": p.label,
+                       "is_default": p.is_default, "lr": p.lr, "epochs": p.epochs,
+                       **ref, **val_terms(res.model, split, ref), "seconds": res.rte_s}
+                sweep.rows.append(row)
+                if keep_models:
+                    sweep.models[(method, setting, p.label)] = {
+                        k: v.detach().cpu().clone() for k, v in res.model.state_dict().items()}
+                if report is not None:
+                    report(row)
+    return sweep
+
+
+def original_model(data: Any, path: Path) -> nn.Module:
+    """The cached original (``fu.TrainConfig()`` on CPU, seed 0), trained and saved on a miss.
+    ``eval_every=0``: training reads no test data."""
+    try:
+        return load_checkpoint(path).model
+    except CheckpointError:
+        pass
+    cfg = fu.TrainConfig(device="cpu", progress=False, eval_every=0)
+    with seeded(cfg.seed):
+        model = fu.create_model("small_cnn", data)
+    fu.train(model, data.train, cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fu.save_checkpoint(path, model, dataset=data, seed=cfg.seed, train_config=cfg.to_dict())
+    return model
+
+
+def make_splits(data: Any) -> dict[str, ForgetSplit]:
+    """The two forget settings of the recipes: class "Coat", 10 % random (seed 0)."""
+    return {SETTINGS[0]: fu.forget_classes(data, ["Coat"]),
+            SETTINGS[1]: fu.forget_random(data, fraction=0.1, seed=0)}
+
+
+def evaluate_on_test(original: nn.Module, splits: Mapping[str, ForgetSplit], sweep: Sweep,
+                     methods: Sequence[str], common: Mapping[str, Any],
+                     report: Callable[[dict[str, Any]], None] | None = None,
+                     ) -> list[dict[str, Any]]:
+    """EVALUATION ONLY, after the sweep: per setting a retrain (``RetrainConfig`` defaults),
+    then the default and the val-selected point of each method judged on the test part with
+    ``fu.evaluate`` (Avg-Gap to the retrain). Nothing here feeds back into the selection."""
+    from fastunlearn.evaluate import evaluate
+
+    rows = []
+    for setting, split in splits.items():
+        gold = fu.unlearn(original, split, make_config("retrain", **common))
+        g = evaluate(gold.model, split, cka=False)
+        rows.append(_eval_row("retrain", setting, "retrain", True, "", "", g, gold.rte_s))
+        if report:
+            report(rows[-1])
+        for method in methods:
+            if method in CLASS_ONLY and split.kind != "class":
+                continue
+            default, best = sweep.proposed(method)
+            for p in ([default] if best is default else [default, best]):
+                model = _model_of(original, sweep, method, setting, p, split, common)
+                m = evaluate(model, split, retrained=gold, cka=False)
+                rows.append(_eval_row(method, setting, p.label, p.is_default, p.lr, p.epochs, m,
+                                      ""))
+                if report:
+                    report(rows[-1])
+    return rows
+
+
+def _model_of(original: nn.Module, sweep: Sweep, method: str, setting: str, p: Point,
+              split: ForgetSplit, common: Mapping[str, Any]) -> nn.Module:
+    state = sweep.models.get((method, setting, p.label))
+    if state is None:
+        return fu.unlearn(original, split, p.config(**common)).model
+    import copy
+
+    model = copy.deepcopy(original)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _eval_row(method: str, setting: str, label: str, is_default: bool, lr: Any, epochs: Any,
+              m: Mapping[str, Any], seconds: Any) -> dict[str, Any]:
+    return {"phase": "evaluation", "method": method, "setting": setting, "point": label,
+            "is_default": is_default, "lr": lr, "epochs": epochs,
+            "forget_acc": m["forget_acc"], "test_forget_acc": m["test_forget_acc"],
+            "test_retain_acc": m["test_retain_acc"], "test_acc": m["test_acc"],
+            "mia_efficacy": m.get("mia_efficacy", ""), "avg_gap": m.get("avg_gap", ""),
+            "seconds": seconds}
+
+
+def _round(v: object) -> object:
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def _fmt_row(r: Mapping[str, Any]) -> str:
+    if r["phase"] == "evaluation":
+        return (f"[eval {r['setting']}] {r['method']:15s} {r['point']:16s} FA "
+                f"{r['forget_acc']:5.1f} TA {r['test_acc']:5.1f} Avg-Gap {r['avg_gap']}")
+    return (f"[{r['setting']}] {r['method']:15s} {r['point']:16s} FA {r['forget_acc']:5.1f} "
+            f"valRA {r['val_retain_acc']:5.1f} gap {r['val_gap']:5.2f} {r['seconds']:6.1f}s")
+
+
+def summary(sweep: Sweep, methods: Sequence[str]) -> str:
+    """Markdown: per method the default and the val-selected point with their val gaps (per
+    setting and their mean)."""
+    lines = ["| method | default | val gap (class / random / mean) | val-selected | "
+             "val gap (class / random / mean) |", "|---|---|---|---|---|"]
+    for method in methods:
+        if method not in sweep.points:
+            continue
+        default, best = sweep.proposed(method)
+        same = " (= default)" if best is default else ""
+        lines.append(f"| {method} | {_desc(default)} | {_gaps(sweep, default)} | "
+                     f"{_desc(best)}{same} | {_gaps(sweep, best)} |")
+    return "\n".join(lines)
+
+
+def _gaps(sweep: Sweep, p: Point) -> str:
+    vals = []
+    for s in SETTINGS:
+        g = [r["val_gap"] for r in sweep.rows if r["method"] == p.method
+             and r["setting"] == s and r["point"] == p.label]
+        vals.append(f"{g[0]:.2f}" if g else "—")
+    return " / ".join(vals) + f" / {sweep.mean_gaps(p.method)[p.label]:.2f}"
+
+
+def _desc(p: Point) -> str:
+    lr = p.lr if isinstance(p.lr, str) else f"{p.lr:.3g}"
+    return f"lr {lr}" + (f", {p.epochs} ep" if " ep" in p.label else "")
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated methods (default: all of METHODS; 'core' = "
+                         "CORE_METHODS)")
+    ap.add_argument("--train-size", type=int, default=0,
+                    help="class-balanced training subset of Fashion-MNIST (0 = all 60 000)")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="after the sweep: test-set Avg-Gap of default vs val-selected")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/tune_on_val.csv"))
+    args = ap.parse_args(argv)
+    methods = list(CORE_METHODS) if args.methods == "core" else [
+        m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_method(m)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    data = fu.load_dataset("fashion-mnist")
+    name = "original"
+    if args.train_size:
+        from fastunlearn.data.sources.subsets import class_balanced_subset
+
+        data = class_balanced_subset(data, args.train_size, seed=0)
+        name += f"-{args.train_size}"
+    original = original_model(data, ROOT / "runs/tune" / f"{name}.safetensors")
+    splits = make_splits(data)
+    common = {"device": "cpu", "progress": False}
+    meta = {"machine": f"CPU ({platform.processor() or platform.machine()}, "
+                       f"{os.cpu_count()} cores, shared, nice 19)",
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "train_size": len(data.train_labels),
+            "date": dt.datetime.now().isoformat(timespec="seconds")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+
+        def write(row: dict[str, Any]) -> None:
+            w.writerow({k: _round({**row, **meta}.get(k, "")) for k in FIELDS})
+            fh.flush()
+            print(f"{time.perf_counter() - t0:7.0f}s {_fmt_row(row)}", flush=True)
+
+        sweep = tune(original, splits, methods, common=common, keep_models=args.evaluate,
+                     report=write)
+        print("\nval-selected vs default (selection used validation data only):")
+        print(summary(sweep, methods), flush=True)
+        if args.evaluate:
+            print("\nEVALUATION (test set; not used for selection):", flush=True)
+            evaluate_on_test(original, splits, sweep, methods, common, report=write)
+    print(f"wrote {out} ({time.perf_counter() - t0:.0f}s)")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""benchmarks/tune_on_val.py (issue 16): the tuning function reads no test image (the test
+images are instrumented as in test_no_test_reads.py), scores each run with the documented val
+gap, and selects the argmin; the grid is read from the config dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from fastunlearn.data import forget_classes, forget_random
+from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.inference import accuracy
+from fastunlearn.unlearn import make_config
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+class ForbiddenRead(AssertionError):
+    """Raised when the tuning reads evaluation-only test data."""
+
+
+class GuardedImages:
+    """Test images that only hand out the validation positions, counting reads."""
+
+    def __init__(self, images: torch.Tensor, allowed: torch.Tensor) -> None:
+        self._images = images
+        self.shape = tuple(images.shape)
+        self._allowed = torch.zeros(len(images), dtype=torch.bool)
+        self._allowed[allowed] = True
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        bad = idx[~self._allowed[idx]]
+        if bad.numel():
+            raise ForbiddenRead(f"read {bad.numel()} test image(s) outside the validation part")
+        self.reads += int(idx.numel())
+        return self._images[idx]
+
+
+def _forbid(name: str) -> property:
+    def getter(self):  # noqa: ANN001, ANN202
+        raise ForbiddenRead(f"split.{name} was read while tuning")
+    return property(getter)
+
+
+@pytest.fixture
+def tov(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("tune_on_val")
+
+
+def test_grid_reads_the_config_defaults(tov: ModuleType) -> None:
+    ft = make_config("ft")
+    pts = tov.grid("ft")
+    assert len(pts) == 6 and sum(p.is_default for p in pts) == 1
+    d = next(p for p in pts if p.is_default)
+    assert (d.lr, d.epochs) == (ft.lr, ft.epochs)
+    assert {p.epochs for p in pts} == {ft.epochs // 2, ft.epochs}
+    assert sorted({round(p.lr / ft.lr, 6) for p in pts}) == [round(1 / 3, 6), 1.0, 3.0]
+    # guarded methods: epochs is a cap, only the lr is swept
+    ga = tov.grid("ga")
+    assert len(ga) == 3 and all(p.epochs == make_config("ga").epochs for p in ga)
+    # rum scales every group's sub-method lr, read from its config
+    rum = make_config("rum")
+    low = [p for p in tov.grid("rum") if p.label == "lr×3"][0]
+    opts = low.config(device="cpu").method_options
+    assert [o["lr"] for o in opts] == pytest.approx(
+        [3 * rum.group_config(g).lr for g in ("low", "mid", "high")])
+
+
+def test_tuning_reads_no_test_image_and_selects_the_argmin(
+        tov: ModuleType, digits, digits_original, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = forget_classes(digits, ["3"])
+    store = GuardedImages(digits.test_images, plain.val.indices)
+    data = dataclasses.replace(digits, test_images=store)
+    splits = {"class": forget_classes(data, ["3"]),
+              "random": forget_random(data, count=60, seed=1)}
+    for split in splits.values():
+        assert torch.equal(split.val.indices, plain.val.indices)
+    for name in ("test", "test_forget", "test_retain"):
+        monkeypatch.setattr(ForgetSplit, name, _forbid(name))
+
+    sweep = tov.tune(digits_original, splits, ["ft"], lr_factors=(1 / 3, 1.0),
+                     epoch_factors=(1.0,), keep_models=True)
+
+    assert store.reads > 0  # the validation part was read, nothing else
+    with pytest.raises(ForbiddenRead):
+        _ = splits["class"].test
+    assert len(sweep.rows) == 4
+    ft = make_config("ft")
+    assert sorted(r["lr"] for r in sweep.rows) == pytest.approx(
+        [ft.lr / 3, ft.lr / 3, ft.lr, ft.lr])
+
+    # every row's val gap follows the definition, from the kept model
+    for r in sweep.rows:
+        split = splits[r["setting"]]
+        model = tov._model_of(digits_original, sweep, "ft", r["setting"],
+                              next(p for p in sweep.points["ft"] if p.label == r["point"]),
+                              split, {"device": "cpu", "progress": False})
+        fa = accuracy(model, split.forget)
+        drop = max(0.0, accuracy(digits_original, split.val_retain)
+                   - accuracy(model, split.val_retain))
+        target = 0.0 if split.kind == "class" else accuracy(digits_original, split.val)
+        assert r["forget_acc"] == pytest.approx(fa)
+        assert r["val_gap"] == pytest.approx((abs(fa - target) + drop) / 2)
+    # the runs differ, so the selection is a real choice
+    assert len({round(r["val_gap"], 6) for r in sweep.rows}) > 1
+
+    sel = sweep.selected()
+    for setting in splits:
+        rows = [r for r in sweep.rows if r["setting"] == setting]
+        assert sel[("ft", setting)]["val_gap"] == min(r["val_gap"] for r in rows)
+    default, best = sweep.proposed("ft")
+    gaps = sweep.mean_gaps("ft")
+    assert default.is_default and gaps[best.label] == min(gaps.values())
