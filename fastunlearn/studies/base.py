@@ -62,10 +62,7 @@ def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyRe
         raise ValueError("pass either a StudyConfig or keyword options, not both")
     if not config.methods and study.default_methods:
         config.methods = study.default_methods
-    unknown = sorted(set(config.options) - set(study.options))
-    if unknown:
-        known = ", ".join(study.options) if study.options else "none"
-        raise ValueError(f"unknown {name} option {unknown[0]!r}; options: {known}")
+    study.parse_options(config.options)  # unknown keys and bad values fail before any work
     out = Path(config.out) if config.out else Path("runs") / "studies" / name
     t0 = time.perf_counter()
     data = load_dataset(config.dataset)

@@ -16,7 +16,7 @@ The original's per-class accuracy is recovered from the results (the original mo
 by every task of a seed): retain class c has original accuracy ``per_class_test_acc[c] +
 collateral_damage_per_class[c]``; a singly forgotten class has ``original_test_forget_acc``.
 
-Options (``config.options``, ``--option KEY=VALUE``):
+Options (:class:`CollateralOptions`; ``config.options``, ``--option KEY=VALUE``):
 
 - ``classes``: the forget tasks — class names or indices, one task each, or ``"class:A,B"``
   entries for a task forgetting several classes together; a plain string is a comma-separated
@@ -31,8 +31,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fastunlearn.studies.base import (
     StudyContext,
@@ -44,28 +45,44 @@ from fastunlearn.studies.base import (
     task_runs,
 )
 from fastunlearn.studies.config import StudyConfig, parse_forget
+from fastunlearn.studies.options import StudyOptions, option
 from fastunlearn.studies.registry import register_study
 from fastunlearn.studies.tables import aggregate, write_csv
 
 log = logging.getLogger(__name__)
 
-OPTIONS = ("classes", "tolerance")
 METRICS = ("forget_acc", "test_acc", "collateral_damage_mean", "collateral_damage_worst",
            "confusion_drift_vs_original", "confusion_drift_vs_retrain", "avg_gap")
 MAX_PANELS = 6  # methods drawn one panel each when there are at most this many
 
 
 # --------------------------------------------------------------------------- options
+@dataclass
+class CollateralOptions(StudyOptions):
+    """``classes``: the forget tasks (class names or indices, one task each, or ``"class:A,B"``
+    for a task forgetting several classes together; a plain string is a comma-separated list
+    of single classes; None: a class ``forget`` spec, else every class). ``tolerance``: points
+    of forget accuracy within the retrained model's that count as "forgets" (≥ 0)."""
+
+    study: ClassVar[str] = "collateral"
+    classes: tuple[str | int, ...] | None = option(None, "a list of class names or indices")
+    tolerance: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.classes, str) and self.classes.strip().lower().startswith("class:"):
+            self.classes = (self.classes,)  # one task of several classes, not a list
+        super().__post_init__()
+        self.require(self.classes is None or len(self.classes) > 0, "classes",
+                     "a non-empty list of classes to forget")
+        self.require(self.tolerance >= 0, "tolerance", "a non-negative number of points")
+
+
 def forget_tasks(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
     """The class-forgetting specs of the study (see the module docstring), validated."""
     from fastunlearn.data import forget_classes
 
-    unknown = sorted(set(config.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown collateral option {unknown[0]!r}; options: {', '.join(OPTIONS)}")
-    tolerance(config)
-    raw = config.options.get("classes")
-    if raw is None:
+    opts = CollateralOptions.of(config)
+    if opts.classes is None:
         if config.forget is not None:
             spec = parse_forget(config.forget, data.classes)
             if spec["type"] != "class":
@@ -74,21 +91,10 @@ def forget_tasks(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
             items: list[Any] = ["class:" + ",".join(spec["classes"])]
         else:
             items = list(data.classes)
-    elif isinstance(raw, str):
-        items = [raw] if raw.strip().lower().startswith("class:") else \
-            [c.strip() for c in raw.split(",") if c.strip()]
-    elif isinstance(raw, int) and not isinstance(raw, bool):
-        items = [raw]
-    elif isinstance(raw, Sequence):
-        items = list(raw)
     else:
-        raise ValueError(f"option classes must be a list of classes, got {raw!r}")
-    if not items:
-        raise ValueError("option classes is empty; give at least one class to forget")
+        items = list(opts.classes)
     tasks, seen = [], set()
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise ValueError(f"option classes: {item!r} is not a class name or index")
         text = str(item).strip()
         spec = parse_forget(text if text.lower().startswith("class:") else f"class:{text}",
                             data.classes)
@@ -103,18 +109,11 @@ def forget_tasks(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
     return tasks
 
 
-def tolerance(config: StudyConfig) -> float:
-    tol = config.options.get("tolerance", 5.0)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tolerance must be a non-negative number of points, got {tol!r}")
-    return float(tol)
-
-
 # ------------------------------------------------------------------------------ study
 @register_study("collateral",
                 "When a class is forgotten, which other classes lose accuracy (per-class "
                 "accuracy change and confusion drift), and which method does the least "
-                "collateral damage?")
+                "collateral damage?", options=CollateralOptions)
 class Collateral:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
@@ -131,7 +130,7 @@ class Collateral:
     @staticmethod
     def report(ctx: StudyContext) -> str:
         classes = list(ctx.data.classes)
-        tol = tolerance(ctx.config)
+        tol = CollateralOptions.of(ctx.config).tolerance
         summarise(ctx, ["tag.forgotten", "method"], METRICS)
         by_method = aggregate(ctx.rows, ["method"], METRICS)
         write_csv(by_method, ctx.out / "summary_by_method.csv")

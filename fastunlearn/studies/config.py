@@ -6,11 +6,12 @@ study module can import it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastunlearn.studies.executors import EXECUTORS
+from fastunlearn.studies.options import StudyOptions
 
 # Methods cheap enough for a CPU study (≤ 0.35 × retrain in the recipe tables) and usable on
 # any plain model (sisa needs a SISA-trained ensemble, retrain is the reference row).
@@ -32,7 +33,9 @@ class StudyConfig:
     overrides. ``seeds``: number of seeds (0 … seeds−1), each with its own original/retrain
     models. ``out``: the study directory (default ``runs/studies/NAME``); ``pool``: where
     original/retrained models are kept (default: ``pool`` beside ``out``, shared by studies).
-    ``options``: study-specific settings (see each study's docstring).
+    ``options``: study-specific settings — a mapping of option keys (``--option KEY=VALUE``) or
+    the study's typed options (:class:`~fastunlearn.studies.options.StudyOptions`; see each
+    study's options class).
     """
 
     dataset: str = "fashion-mnist"
@@ -57,7 +60,7 @@ class StudyConfig:
     cka: bool = True
     include_retrain: bool = True
     progress: bool = True
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | StudyOptions = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -80,6 +83,8 @@ class StudyConfig:
                                          or int(self.threads) != self.threads
                                          or self.threads < 1):
             raise ValueError(f"threads must be a positive integer, got {self.threads}")
+        if not isinstance(self.options, (Mapping, StudyOptions)):
+            raise ValueError(f"options must be a mapping of study options, got {self.options!r}")
         if self.mia_samples < 10:
             raise ValueError(f"mia_samples must be ≥ 10, got {self.mia_samples}")
         from fastunlearn.unlearn import list_methods

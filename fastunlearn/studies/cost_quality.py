@@ -4,7 +4,7 @@ ratio), the Pareto front, and a table sorted by Avg-Gap.
 Every table has a do-nothing row (the unchanged original, cost 0); methods whose quality is
 not better than it are marked ✗.
 
-Options (``config.options`` / ``--option KEY=VALUE``) beyond
+Options (:class:`CostQualityOptions`; ``config.options`` / ``--option KEY=VALUE``) beyond
 :class:`~fastunlearn.studies.base.StudyConfig` (``forget`` picks the task, ``methods`` the
 methods; default: the fast ones):
 
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastunlearn.studies.base import (
     StudyContext,
@@ -35,9 +36,9 @@ from fastunlearn.studies.base import (
 )
 from fastunlearn.studies.config import COST_QUALITY_METHODS, StudyConfig, default_forget
 from fastunlearn.studies.keys import DO_NOTHING, make_run
+from fastunlearn.studies.options import StudyOptions
 from fastunlearn.studies.registry import register_study
 
-OPTIONS = ("shadows", "quality")
 # quality axis → (column of the summary row, label, value to minimise)
 QUALITY = {
     "avg_gap": ("avg_gap_mean", "Avg-Gap to retrain (points, lower is better)"),
@@ -47,22 +48,24 @@ QUALITY = {
 }
 
 
-def study_options(config: StudyConfig) -> tuple[int, str]:
-    """``(shadows, quality)`` from ``config.options``; one-line ValueError for bad values."""
-    unknown = sorted(set(config.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown cost-quality option {unknown[0]!r}; options: "
-                         f"{', '.join(OPTIONS)}")
-    shadows = config.options.get("shadows", 0)
-    if isinstance(shadows, bool) or not isinstance(shadows, int) or shadows < 0 or (
-            shadows and (shadows < 8 or shadows % 2)):
-        raise ValueError(f"shadows must be 0 (no audit) or an even number ≥ 8, got {shadows!r}")
-    quality = str(config.options.get("quality", "avg_gap"))
-    if quality not in QUALITY:
-        raise ValueError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
-    if quality != "avg_gap" and not shadows:
-        raise ValueError(f"quality={quality} needs the audit: add --option shadows=16")
-    return shadows, quality
+@dataclass
+class CostQualityOptions(StudyOptions):
+    """``shadows``: 0, or N ≥ 8 (even) shadow models for the per-example audit columns;
+    ``quality``: the Pareto plot's quality axis, a key of :data:`QUALITY` (all but
+    ``avg_gap`` need ``shadows``)."""
+
+    study: ClassVar[str] = "cost-quality"
+    shadows: int = 0
+    quality: str = "avg_gap"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require(self.shadows == 0 or (self.shadows >= 8 and self.shadows % 2 == 0),
+                     "shadows", "0 (no audit) or an even number ≥ 8")
+        self.require(self.quality in QUALITY, "quality", f"one of {', '.join(QUALITY)}")
+        if self.quality != "avg_gap" and not self.shadows:
+            raise ValueError(f"cost-quality option quality={self.quality} needs the audit: add "
+                             "--option shadows=16")
 
 
 def _quality(r: dict[str, Any], quality: str, gold: dict[str, Any] | None) -> float:
@@ -98,23 +101,24 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 @register_study("cost-quality",
                 "Which method gives the best forgetting quality (smallest Avg-Gap to the "
-                "retrained model) for its cost (wall time as a fraction of retraining)?")
+                "retrained model) for its cost (wall time as a fraction of retraining)?",
+                options=CostQualityOptions)
 class CostQuality:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
-        study_options(config)
+        CostQualityOptions.of(config)
         forget = default_forget(config, data)
         runs = task_runs(config, dataset=config.dataset, model=config.model, forget=forget,
                          methods=_methods(config, forget))
         for seed in range(config.seeds):  # the do-nothing row
-            runs.append(make_run(dataset=config.dataset, model=config.model,
-                                        forget=forget, method=DO_NOTHING,
-                                        train=config.train_config(), seed=seed))
+            runs.append(make_run(dataset=config.dataset, model=config.model, forget=forget,
+                                 method=DO_NOTHING, train=config.train_config(), seed=seed))
         return runs
 
     @staticmethod
     def report(ctx: StudyContext) -> str:
-        shadows, quality = study_options(ctx.config)
+        opts = CostQualityOptions.of(ctx.config)
+        shadows, quality = opts.shadows, opts.quality
         summary = summarise(ctx, ["method"])
         audit_rows = _audit(ctx, shadows) if shadows else {}
         for r in summary:

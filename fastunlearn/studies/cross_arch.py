@@ -21,7 +21,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastunlearn.studies.base import (
     StudyContext,
@@ -33,6 +34,7 @@ from fastunlearn.studies.base import (
     task_runs,
 )
 from fastunlearn.studies.config import StudyConfig, default_forget
+from fastunlearn.studies.options import StudyOptions
 from fastunlearn.studies.registry import register_study
 from fastunlearn.studies.tables import fmt, mean_ci
 
@@ -59,16 +61,21 @@ def model_list(config: StudyConfig) -> tuple[str, ...]:
     return models
 
 
+@dataclass
+class CrossArchOptions(StudyOptions):
+    """cross-arch takes no options: ``models``, ``forget`` and ``methods`` say what to run."""
+
+    study: ClassVar[str] = "cross-arch"
+
+
 @register_study("cross-arch",
                 "Which architectures are harder to unlearn: the same forget task on small CNNs, "
                 "ResNet-18, MobileNetV2, ViT-Tiny and MobileViT — Avg-Gap to each model's own "
-                "retrain, and the cost (RTE ratio)?")
+                "retrain, and the cost (RTE ratio)?", options=CrossArchOptions)
 class CrossArch:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
-        if config.options:
-            raise ValueError(f"cross-arch takes no options, got {sorted(config.options)[0]!r}; "
-                             "use models / forget / methods")
+        CrossArchOptions.of(config)  # none: models / forget / methods say what to run
         models = model_list(config)
         # The report header names config.models; record the defaults when they were used.
         config.models = models

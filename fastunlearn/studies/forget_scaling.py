@@ -9,7 +9,7 @@ against the forget-set size, and an answer derived from the numbers: per method 
 Avg-Gap grows or shrinks with the size (Spearman ρ over all runs), the worst size, and how
 the retrained model's own forget accuracy moves.
 
-Options (``config.options`` / ``--option KEY=VALUE``):
+Options (:class:`ForgetScalingOptions`; ``config.options`` / ``--option KEY=VALUE``):
 
 - ``fractions``: fractions of the training set forgotten at random, each in (0, 1)
   (default ``(0.01, 0.05, 0.10, 0.25, 0.50)``; ``[]`` skips random forgetting). A list,
@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastunlearn.studies.base import (
     StudyContext,
@@ -40,12 +41,12 @@ from fastunlearn.studies.base import (
     task_runs,
 )
 from fastunlearn.studies.config import StudyConfig
+from fastunlearn.studies.options import StudyOptions, as_items, option
 from fastunlearn.studies.registry import register_study
 from fastunlearn.studies.tables import aggregate
 
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50)
 DEFAULT_CLASS_COUNTS = (1, 2, 3)
-OPTIONS = ("fractions", "class_counts", "classes")
 KINDS = ("random", "class")
 # Columns of the tables (metric, header, decimals).
 TABLE_METRICS = (("UA", "UA", 2), ("retain_acc", "RA", 2), ("test_acc", "TA", 2),
@@ -59,53 +60,48 @@ RETRAIN_COLUMNS = ("retrain_forget_acc", "retrain_UA", "retrain_retain_acc", "re
 
 
 # ------------------------------------------------------------------------- options
-def _items(value: Any, name: str) -> list[Any]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    raise ValueError(f"forget-scaling option {name} must be a list, got {value!r}")
+@dataclass
+class ForgetScalingOptions(StudyOptions):
+    """``fractions``: fractions of the training set forgotten at random, each in (0, 1)
+    (``"5%"`` is 0.05; ``()`` skips random forgetting); ``class_counts``: numbers of classes
+    forgotten together (``()`` skips class forgetting); ``classes``: the class order for
+    ``class_counts`` (names or indices; None: the dataset's order). Both lists are sorted
+    and may not repeat a value; the class counts' upper bound is checked against the dataset."""
+
+    study: ClassVar[str] = "forget-scaling"
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    class_counts: tuple[int, ...] = DEFAULT_CLASS_COUNTS
+    classes: tuple[str | int, ...] | None = option(None, "a list of class names or indices")
+
+    def __post_init__(self) -> None:
+        try:  # percentages first: "5%" is 0.05
+            self.fractions = tuple(_percent(v) for v in as_items(self.fractions))
+        except ValueError:
+            pass  # the type check names the option
+        super().__post_init__()
+        self.require(all(0 < f < 1 for f in self.fractions), "fractions",
+                     "numbers in (0, 1) or percentages like 5%")
+        for name in ("fractions", "class_counts"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"forget-scaling option {name} repeat a value: {list(values)}")
+            setattr(self, name, tuple(sorted(values)))
+        if not self.fractions and not self.class_counts:
+            raise ValueError("forget-scaling needs at least one of fractions / class_counts")
 
 
-def parse_fractions(value: Any) -> tuple[float, ...]:
-    """Fractions in (0, 1), sorted, no duplicates; ``"5%"`` means 0.05."""
-    out = []
-    for v in _items(value, "fractions"):
+def _percent(v: Any) -> Any:
+    if isinstance(v, str) and v.strip().endswith("%"):
         try:
-            f = float(v[:-1]) / 100 if isinstance(v, str) and v.endswith("%") else float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"forget-scaling fractions must be numbers in (0, 1) or "
-                             f"percentages like 5%, got {v!r}") from None
-        if isinstance(v, bool) or not 0 < f < 1:
-            raise ValueError(f"forget-scaling fractions must be in (0, 1), got {v!r}")
-        out.append(f)
-    if len(set(out)) != len(out):
-        raise ValueError(f"forget-scaling fractions repeat a value: {out}")
-    return tuple(sorted(out))
+            return float(v.strip()[:-1]) / 100
+        except ValueError:
+            return v
+    return v
 
 
-def parse_class_counts(value: Any, num_classes: int) -> tuple[int, ...]:
-    """Class counts in [1, num_classes − 1], sorted, no duplicates."""
-    out = []
-    for v in _items(value, "class_counts"):
-        try:
-            k = int(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"forget-scaling class_counts must be integers, got {v!r}") from None
-        if isinstance(v, bool) or k != float(v) or not 1 <= k < num_classes:
-            raise ValueError(f"forget-scaling class_counts must be integers in "
-                             f"[1, {num_classes - 1}], got {v!r}")
-        out.append(k)
-    if len(set(out)) != len(out):
-        raise ValueError(f"forget-scaling class_counts repeat a value: {out}")
-    return tuple(sorted(out))
-
-
-def parse_classes(value: Any, data: Any) -> list[str]:
+def parse_classes(value: Sequence[Any], data: Any) -> list[str]:
     """Class names (or indices) → names of ``data``, each at most once."""
-    names = [data.classes[data.class_index(v)] for v in _items(value, "classes")]
+    names = [data.classes[data.class_index(v)] for v in value]
     if len(set(names)) != len(names):
         raise ValueError(f"forget-scaling classes lists a class twice: {names}")
     return names
@@ -113,26 +109,22 @@ def parse_classes(value: Any, data: Any) -> list[str]:
 
 def sweep(config: StudyConfig, data: Any) -> list[tuple[str, Any, dict[str, Any], str]]:
     """The forget sets of the study: ``(kind, size, forget spec, label)``, random first."""
-    unknown = sorted(set(config.options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown forget-scaling option {unknown[0]!r}; options: "
-                         f"{', '.join(OPTIONS)}")
+    opts = ForgetScalingOptions.of(config)
     if config.forget is not None:
         raise ValueError("forget-scaling sweeps the forget set itself; leave forget unset and "
                          "use the options fractions / class_counts / classes")
     if config.models:
         raise ValueError("forget-scaling runs one architecture (model); models is for "
                          "cross-arch")
-    opts = config.options
-    fractions = parse_fractions(opts.get("fractions", DEFAULT_FRACTIONS))
-    counts = parse_class_counts(opts.get("class_counts", DEFAULT_CLASS_COUNTS),
-                                data.num_classes)
-    order = parse_classes(opts["classes"], data) if "classes" in opts else list(data.classes)
+    fractions, counts = opts.fractions, opts.class_counts
+    bad = [k for k in counts if not 1 <= k < data.num_classes]
+    if bad:
+        raise ValueError(f"forget-scaling option class_counts must be integers in "
+                         f"[1, {data.num_classes - 1}], got {bad[0]!r}")
+    order = parse_classes(opts.classes, data) if opts.classes is not None else list(data.classes)
     if counts and counts[-1] > len(order):
         raise ValueError(f"forget-scaling class_counts go up to {counts[-1]} but classes names "
                          f"only {len(order)}")
-    if not fractions and not counts:
-        raise ValueError("forget-scaling needs at least one of fractions / class_counts")
     tasks = [("random", f, {"type": "random", "fraction": f}, f"{100 * f:g} %")
              for f in fractions]
     tasks += [("class", k, {"type": "class", "classes": order[:k]},
@@ -144,7 +136,7 @@ def sweep(config: StudyConfig, data: Any) -> list[tuple[str, Any, dict[str, Any]
 @register_study("forget-scaling",
                 "How does unlearning quality change with the size of the forget set (random "
                 "1–50 % of the training set, 1–3 whole classes), each size against its own "
-                "retrained model?")
+                "retrained model?", options=ForgetScalingOptions)
 class ForgetScaling:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:

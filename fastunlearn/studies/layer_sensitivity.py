@@ -15,7 +15,7 @@ answers which single block gets closest to full unlearning and how many blocks c
 (``gap_forget_acc``); for class forgetting the retrained model scores ≈ 0, so this is the
 forget accuracy itself.
 
-Options (``config.options``, ``--option KEY=VALUE``):
+Options (:class:`LayerSensitivityOptions`; ``config.options``, ``--option KEY=VALUE``):
 
 - ``modes``: which variants besides ``all``: a subset of ``("only", "freeze_first")``
   (default both).
@@ -33,7 +33,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastunlearn.studies.base import (
     StudyContext,
@@ -45,12 +46,12 @@ from fastunlearn.studies.base import (
     task_runs,
 )
 from fastunlearn.studies.config import FAST_METHODS, StudyConfig, default_forget
+from fastunlearn.studies.options import StudyOptions, option
 from fastunlearn.studies.registry import register_study
 
 log = logging.getLogger(__name__)
 
 MODES = ("only", "freeze_first")
-OPTIONS = ("modes", "blocks", "freeze_first", "tolerance")
 TABLE_METRICS = ("forget_acc", "gap_forget_acc", "retain_acc", "test_acc", "avg_gap",
                  "mia_efficacy", "rte_s", "original_forget_acc", "retrain_forget_acc")
 # zero_shot (feature space) only ever updates the head: freezing the head leaves it nothing.
@@ -58,54 +59,56 @@ DEFAULT_METHODS = tuple(m for m in FAST_METHODS if m != "zero_shot")
 
 
 # --------------------------------------------------------------------------- options
-def _as_list(value: Any, name: str) -> list[Any]:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, (int, float)):
-        return [value]
-    if isinstance(value, Sequence):
-        return list(value)
-    raise ValueError(f"option {name} must be a list or a comma-separated string, got {value!r}")
+@dataclass
+class LayerSensitivityOptions(StudyOptions):
+    """``modes``: the variants besides ``all``, a non-empty subset of :data:`MODES`;
+    ``blocks``: the blocks of the ``only`` mode (None: every block with parameters);
+    ``freeze_first``: the values of ``k`` (None: ``1 … blocks − 1``); ``tolerance``: points of
+    accuracy that count as "kept" / "degraded" (≥ 0). Block names and ``k`` are checked against
+    the model by :func:`parse_options`."""
+
+    study: ClassVar[str] = "layer-sensitivity"
+    modes: tuple[str, ...] = MODES
+    blocks: tuple[str, ...] | None = option(None, "a list of block names")
+    freeze_first: tuple[int, ...] | None = None
+    tolerance: float = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require(bool(self.modes) and set(self.modes) <= set(MODES), "modes",
+                     f"a non-empty subset of {', '.join(MODES)}")
+        self.modes = tuple(m for m in MODES if m in self.modes)
+        if self.blocks is not None and len(set(self.blocks)) != len(self.blocks):
+            raise ValueError(f"layer-sensitivity option blocks lists a block twice: "
+                             f"{list(self.blocks)}")
+        self.require(self.tolerance >= 0, "tolerance", "a non-negative number of points")
 
 
-def parse_options(options: Mapping[str, Any], blocks: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated options: ``{"modes", "blocks", "freeze_first", "tolerance"}``.
+def parse_options(options: Mapping[str, Any] | LayerSensitivityOptions,
+                  blocks: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated options resolved against the model: ``{"modes", "blocks", "freeze_first",
+    "tolerance"}``.
 
     ``blocks`` maps every block name (forward order) to its parameter count."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown layer-sensitivity option {unknown[0]!r}; options: "
-                         f"{', '.join(OPTIONS)}")
+    opts = LayerSensitivityOptions.parse(options)
     names = list(blocks)
-    modes = _as_list(options.get("modes", MODES), "modes")
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ValueError(f"modes must be a non-empty subset of {', '.join(MODES)}, got {modes!r}")
-    with_params = [b for b in names if blocks[b] > 0]
-    only = _as_list(options.get("blocks", with_params), "blocks")
+    only = list(opts.blocks) if opts.blocks is not None else [b for b in names if blocks[b] > 0]
     for b in only:
         if b not in blocks:
             raise ValueError(f"model has no block {b!r}; blocks: {', '.join(names)}")
         if blocks[b] == 0:
             raise ValueError(f"block {b!r} has no parameters; it cannot be the only trainable "
                              "block")
-    if len(set(only)) != len(only):
-        raise ValueError(f"blocks lists a block twice: {only!r}")
     only = sorted(only, key=names.index)
-    default_k = [k for k in range(1, len(names)) if blocks[names[k - 1]] > 0]
-    ks = _as_list(options.get("freeze_first", default_k), "freeze_first")
-    try:
-        ks = [int(k) for k in ks]
-    except (TypeError, ValueError):
-        raise ValueError(f"freeze_first must be integers, got {ks!r}") from None
+    if opts.freeze_first is None:
+        ks = [k for k in range(1, len(names)) if blocks[names[k - 1]] > 0]
+    else:
+        ks = list(opts.freeze_first)
     if any(not 1 <= k < len(names) for k in ks) or len(set(ks)) != len(ks):
-        raise ValueError(f"freeze_first values must be distinct integers in [1, "
-                         f"{len(names) - 1}], got {ks!r}")
-    tol = options.get("tolerance", 5.0)
-    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
-        raise ValueError(f"tolerance must be a non-negative number of points, got {tol!r}")
-    return {"modes": tuple(modes), "blocks": only, "freeze_first": sorted(ks),
-            "tolerance": float(tol)}
+        raise ValueError(f"layer-sensitivity option freeze_first must be distinct integers in "
+                         f"[1, {len(names) - 1}], got {ks!r}")
+    return {"modes": opts.modes, "blocks": only, "freeze_first": sorted(ks),
+            "tolerance": opts.tolerance}
 
 
 def block_params(config: StudyConfig, data: Any) -> dict[str, int]:
@@ -132,7 +135,8 @@ def _trainable(net: Any, variant: Mapping[str, Any]) -> int:
 @register_study("layer-sensitivity",
                 "Where does unlearning happen: how well does each method forget when only one "
                 "block (or all but the first k blocks) may change, and how far does each layer "
-                "drift from the original?", default_methods=DEFAULT_METHODS)
+                "drift from the original?", default_methods=DEFAULT_METHODS,
+                options=LayerSensitivityOptions)
 class LayerSensitivity:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:

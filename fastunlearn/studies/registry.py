@@ -7,43 +7,56 @@ once ``fastunlearn.studies`` (or any of its modules) is imported.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fastunlearn.studies.options import NoOptions, StudyOptions
+
 
 @dataclass
 class Study:
-    """A registered study. ``options``: the ``config.options`` keys it understands (the
-    class's or its module's ``OPTIONS``; none when it declares none) — any other key is
-    refused by :func:`fastunlearn.studies.base.run` before any work. ``plan(config, data)``
-    returns the runs, ``report(ctx)`` the report body."""
+    """A registered study. ``plan(config, data)`` returns the runs, ``report(ctx)`` the report
+    body; ``options_cls``: its typed options (:class:`~fastunlearn.studies.options.StudyOptions`),
+    parsed from ``config.options`` by :func:`fastunlearn.studies.base.run` before any work."""
 
     name: str
     question: str
     plan: Callable[[Any, Any], list[dict[str, Any]]]
     report: Callable[[Any], str]
     default_methods: tuple[str, ...] | None = None
-    options: tuple[str, ...] = ()
+    options_cls: type[StudyOptions] = NoOptions
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The option keys the study understands (any other is refused)."""
+        return self.options_cls.names()
+
+    def parse_options(self, raw: Any) -> StudyOptions:
+        """``raw`` (a mapping, ``--option`` pairs, or the options instance) → typed options;
+        one-line ValueError for an unknown key or a bad value."""
+        return self.options_cls.parse(raw, study=self.name)
 
 
 _STUDIES: dict[str, Study] = {}
 
 
 def register_study(name: str, question: str, *, default_methods: tuple[str, ...] | None = None,
-                   ) -> Callable[[type], type]:
+                   options: type[StudyOptions] = NoOptions) -> Callable[[type], type]:
     """Class decorator: the class defines ``plan(config, data)`` and ``report(ctx)``
-    (static methods)."""
+    (static methods); ``options``: its :class:`~fastunlearn.studies.options.StudyOptions`
+    subclass (whose ``study`` is ``name``), :class:`NoOptions` when it takes none."""
+    if not (isinstance(options, type) and issubclass(options, StudyOptions)):
+        raise TypeError(f"study {name!r}: options must be a StudyOptions subclass, got "
+                        f"{options!r}")
+    if options is not NoOptions and options.study != name:
+        raise ValueError(f"study {name!r}: its options class {options.__name__} names the "
+                         f"study {options.study!r}")
 
     def deco(cls: type) -> type:
         if name in _STUDIES:
             raise ValueError(f"study {name!r} is already registered")
-        options = getattr(cls, "OPTIONS", None)
-        if options is None:
-            options = getattr(sys.modules.get(cls.__module__), "OPTIONS", ())
-        _STUDIES[name] = Study(name, question, cls.plan, cls.report, default_methods,
-                               tuple(options))
+        _STUDIES[name] = Study(name, question, cls.plan, cls.report, default_methods, options)
         return cls
 
     return deco

@@ -33,7 +33,7 @@ def test_forget_tasks_from_options(digits):
         ({"options": {"classes": ["class:1,2", "class:2,1"]}}, "twice"),
         ({"options": {"classes": ["ten"]}}, "not a class"),
         ({"options": {"classes": []}}, "empty"),
-        ({"options": {"classes": [1.5]}}, "not a class name"),
+        ({"options": {"classes": [1.5]}}, "classes must be a list of class names or indices"),
         ({"options": {"classes": ["class:" + ",".join(digits.classes)]}}, "cannot forget all"),
         ({"options": {"tolerance": "x"}}, "tolerance"),
         ({"options": {"klasses": [1]}}, "unknown collateral option"),

@@ -57,7 +57,7 @@ def test_plan_default_models(digits):
     ({"models": ("nonet",)}, "unknown model 'nonet'"),
     ({"models": ("sisa_ensemble",)}, "ensemble"),
     ({"models": ("lenet5", "lenet5")}, "twice"),
-    ({"models": ("lenet5",), "options": {"x": 1}}, "no options"),
+    ({"models": ("lenet5",), "options": {"x": 1}}, "unknown cross-arch option 'x'; options: none"),
 ])
 def test_bad_config(digits, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -16,7 +16,7 @@ from fastunlearn.studies.forget_scaling import (
     DEFAULT_CLASS_COUNTS,
     DEFAULT_FRACTIONS,
     ForgetScaling,
-    parse_fractions,
+    ForgetScalingOptions,
     sweep,
     trend,
 )
@@ -60,7 +60,7 @@ def test_options_parse_and_class_order(digits):
     tasks = sweep(cfg, digits)
     assert [(k, s) for k, s, _, _ in tasks] == [("random", 0.05), ("random", 0.25), ("class", 2)]
     assert tasks[-1][2] == {"type": "class", "classes": ["7", "3"]}
-    assert parse_fractions(0.1) == (0.1,)
+    assert ForgetScalingOptions(fractions=0.1).fractions == (0.1,)
     only_class = sweep(_config(options={"fractions": []}), digits)
     assert {k for k, *_ in only_class} == {"class"}
 
