@@ -12,15 +12,20 @@ instruments the test images).
 Val gap (percentage points; lower is better), for a run with unlearned model ``u`` and the
 original ``o``::
 
-    drop      = max(0, acc(o, val_retain) − acc(u, val_retain))
+    ref_r     = acc(o, val_retain)  with the forgotten classes' logits masked (class forgetting)
+              = acc(o, val)                                                  (random forgetting)
+    drop      = max(0, ref_r − acc(u, val_retain))
     class:    val_gap = ( acc(u, forget)                          + drop ) / 2
     random:   val_gap = ( |acc(u, forget) − acc(o, val)|          + drop ) / 2
 
 The forget term is the distance to what a retrained model would show without running one: 0 %
 on a forgotten class, and on random forgetting about its held-out accuracy, estimated by the
 original's validation accuracy. The retain term counts only a *loss* of validation accuracy on
-the retained classes (a retrain gains accuracy there on class forgetting, so a gain is not
-penalised).
+the retained classes against the original. On class forgetting the original's predictions are
+taken over the retained classes only (argmax with the forgotten classes' logits masked): a
+retrain no longer confuses retained samples with the forgotten class and gains about that much
+(full Fashion-MNIST: 92.2 % plain, 93.2 % masked), and against the plain 92.2 % most class runs
+would tie at drop 0.
 
 Selection: per (method, forget set) the grid point with the smallest val gap; the proposed
 default of a method is the grid point with the smallest *mean* val gap over the forget sets it
@@ -59,7 +64,7 @@ import fastunlearn as fu
 from fastunlearn.checkpoint import CheckpointError, load_checkpoint
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.rng import seeded
-from fastunlearn.inference import accuracy
+from fastunlearn.inference import accuracy, predict_logits
 from fastunlearn.unlearn import make_config
 from fastunlearn.unlearn._registry import get_method
 
@@ -83,6 +88,7 @@ _RUM_INHERITED = ("seed", "device", "progress", "compile")
 FIELDS = [
     "phase", "method", "setting", "point", "is_default", "lr", "epochs", "forget_acc",
     "val_forget_acc", "val_retain_acc", "val_acc", "orig_val_retain_acc", "orig_val_acc",
+    "retain_ref",
     "term_forget", "term_retain", "val_gap", "test_forget_acc", "test_retain_acc", "test_acc",
     "mia_efficacy", "avg_gap", "seconds", "machine", "threads", "torch", "train_size", "date",
 ]
@@ -170,14 +176,24 @@ def grid(method: str, lr_factors: Sequence[float] = LR_FACTORS,
 
 
 def val_reference(original: nn.Module, split: ForgetSplit) -> dict[str, float]:
-    """The original's validation accuracies (the references of the val gap)."""
-    return {"orig_val_retain_acc": accuracy(original, split.val_retain),
-            "orig_val_acc": accuracy(original, split.val)}
+    """The original's validation accuracies: ``orig_val_acc``, ``orig_val_retain_acc`` and
+    ``retain_ref`` (the val-retain reference of the val gap: on class forgetting the
+    original's val-retain accuracy with the forgotten classes' logits masked, else its val
+    accuracy)."""
+    val_acc = accuracy(original, split.val)
+    plain = accuracy(original, split.val_retain)
+    ref = plain
+    if split.kind == "class" and len(split.val_retain):
+        logits = predict_logits(original, split.val_retain)
+        logits[:, split.forget_class_ids] = -math.inf
+        ref = 100.0 * (logits.argmax(1) == split.val_retain.labels).float().mean().item()
+    return {"orig_val_acc": val_acc, "orig_val_retain_acc": plain, "retain_ref": ref}
 
 
 def val_terms(model: nn.Module, split: ForgetSplit, ref: Mapping[str, float]) -> dict[str, float]:
-    """Forget / validation accuracies of ``model`` and its val gap (module docstring). Reads
-    ``split.forget``, ``split.val``, ``split.val_forget`` and ``split.val_retain`` only."""
+    """Forget / validation accuracies of ``model`` and its val gap (module docstring; ``ref``
+    from :func:`val_reference`). Reads ``split.forget``, ``split.val``, ``split.val_forget``
+    and ``split.val_retain`` only."""
     fa = accuracy(model, split.forget)
     vra = accuracy(model, split.val_retain)
     out = {"forget_acc": fa, "val_retain_acc": vra, "val_acc": accuracy(model, split.val),
@@ -186,7 +202,7 @@ def val_terms(model: nn.Module, split: ForgetSplit, ref: Mapping[str, float]) ->
         term_f = fa
     else:
         term_f = abs(fa - ref["orig_val_acc"])
-    term_r = max(0.0, ref["orig_val_retain_acc"] - vra)
+    term_r = max(0.0, ref["retain_ref"] - vra)
     gap = (term_f + term_r) / 2 if math.isfinite(term_f + term_r) else math.inf
     return {**out, "term_forget": term_f, "term_retain": term_r, "val_gap": gap}
 
