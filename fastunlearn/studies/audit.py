@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from fastunlearn.studies.executors import _dispatch, progress_callbacks
-from fastunlearn.studies.keys import RESULT_FILE, digest, write_json_atomic
+from fastunlearn.studies.keys import DO_NOTHING, RESULT_FILE, digest, write_json_atomic
 from fastunlearn.studies.pool import (
     _dataset,
     _load_pool,
@@ -67,7 +67,6 @@ from fastunlearn.studies.runlog import _run_log, machine
 
 log = logging.getLogger(__name__)
 
-DO_NOTHING = "original"
 CEILING = "retrain"
 RESULT_NPZ = "phi.npz"
 # Below this many shadows U-LiRA fits one global variance per side (LiRA's advice for few
@@ -270,7 +269,7 @@ def _train_shadow(task: Task, i: int, role: str, key: str, path: Path, device: s
                     train_config=tcfg.to_dict(),
                     metrics={"rte_s": m.seconds, "peak_mem_mb": m.peak_mem_mb},
                     extra={"role": f"shadow-{role}", "pool_key": key, "shadow": i,
-                           "machine": machine()})
+                           "machine": machine(device)})
     return {"key": key, "trained": True, "train_s": m.seconds}
 
 
@@ -370,7 +369,8 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
                           gold_retain=_phi(gold, data, "train", lay["R"]),
                           gold_val=_phi(gold, data, "test", lay["V"]))
         result = {"key": run["key"], "method": method, "index": i, "metrics": metrics,
-                  "info": info, "wall_s": time.perf_counter() - t0, "machine": machine()}
+                  "info": info, "wall_s": time.perf_counter() - t0,
+                  "machine": machine(device)}
         _write_npz(run_dir / RESULT_NPZ, arrays)
         write_json_atomic(run_dir / RESULT_FILE, result)
         log.info("audit run %s shadow %d done in %.1f s", method, i, result["wall_s"])
@@ -380,11 +380,11 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     import io
 
-    from fastunlearn.checkpoint import _atomic_write_bytes
+    from fastunlearn._atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _read_run(run_dir: Path, key: str) -> dict[str, Any] | None:
@@ -592,7 +592,7 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
     from fastunlearn.studies.audit_report import write_audit_report
 
     report = write_audit_report(out, rows, arrays, config=config, task=task, counts=counts,
-                                wall_s=wall, machine=machine())
+                                wall_s=wall, machine=machine(config.device))
     return AuditResult(out=out, rows=rows, counts=counts, wall_s=wall, report=report)
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from fastunlearn.studies.keys import write_json_atomic
-from fastunlearn.studies.tables import write_csv
+from fastunlearn._atomic import atomic_write_bytes
+from fastunlearn.studies.keys import DO_NOTHING, write_json_atomic
+from fastunlearn.studies.tables import fmt, md_table, write_csv
 
 COLUMNS = (
     ("forget_score", "forget score ↑", 3),
@@ -29,25 +30,18 @@ COLUMNS = (
 )
 
 
-def _cell(v: Any, nd: int) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    return f"{v:.{nd}f}"
-
-
 def audit_table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of an audit: one row per method, do-nothing first, ceiling last;
     ✗ marks a method that does not beat doing nothing."""
     head = ["method", *[c[1] for c in COLUMNS], "beats do-nothing"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(COLUMNS) + ":---:|"]
+    body = []
     for r in rows:
-        name = {"original": "original (do nothing)", "retrain": "retrain (ceiling)"}.get(
+        name = {DO_NOTHING: "original (do nothing)", "retrain": "retrain (ceiling)"}.get(
             r["method"], f"`{r['method']}`")
         beats = r.get("beats_do_nothing")
         mark = "" if beats is None else ("✓" if beats else "✗")
-        lines.append("| " + " | ".join([name, *[_cell(r.get(k), nd) for k, _, nd in COLUMNS],
-                                        mark]) + " |")
-    return "\n".join(lines) + "\n"
+        body.append([name, *[fmt(r.get(k), nd=nd) for k, _, nd in COLUMNS], mark])
+    return md_table(head, body, align=["---", *["---:"] * len(COLUMNS), ":---:"])
 
 
 def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, np.ndarray], *,
@@ -55,13 +49,12 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
                        machine: str) -> Path:
     from dataclasses import asdict
 
-    from fastunlearn.checkpoint import _atomic_write_bytes
     from fastunlearn.evaluate import audit_plots as P
 
     out = Path(out)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k.replace("/", "__"): v for k, v in arrays.items()})
-    _atomic_write_bytes(out / "audit.npz", buf.getvalue())
+    atomic_write_bytes(out / "audit.npz", buf.getvalue())
     payload = {"rows": rows, "config": asdict(config), "task": task.key_data(), "counts": counts,
                "wall_s": wall_s, "machine": machine,
                "arrays": "audit.npz (keys METHOD__epsilon, __ulira_forgotten, "
@@ -122,7 +115,7 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
     if probe:
         lines += ["![linear probe](probe.png)", ""]
     report = out / "report.md"
-    _atomic_write_bytes(report, "\n".join(lines).encode())
+    atomic_write_bytes(report, "\n".join(lines).encode())
     return report
 
 

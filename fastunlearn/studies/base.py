@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastunlearn._atomic import atomic_write_bytes
 from fastunlearn.studies.config import StudyConfig
 from fastunlearn.studies.executors import execute
 from fastunlearn.studies.keys import DO_NOTHING, make_run
@@ -88,9 +89,7 @@ def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyRe
     ctx = StudyContext(config, data, results, rows, out, counts, time.perf_counter() - t0)
     body = study.report(ctx)
     report = out / "report.md"
-    tmp = report.with_name(".report.md.tmp")
-    tmp.write_text(header(study, ctx) + body)
-    tmp.replace(report)
+    atomic_write_bytes(report, (header(study, ctx) + body).encode())
     return StudyResult(name, out, rows, counts, report, time.perf_counter() - t0)
 
 
@@ -130,13 +129,6 @@ def failed_runs(ctx: StudyContext) -> str:
             + "\n".join(items) + "\n\n")
 
 
-def md_table(header_row: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header_row) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header_row))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 HEADLINE_METRICS = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy", "avg_gap",
                     "js_to_retrain", "rte_ratio", "rte_s")
 
@@ -150,15 +142,17 @@ def summarise(ctx: StudyContext, by: Sequence[str], metrics: Sequence[str] = HEA
 
 
 def cell(row: Mapping[str, Any], metric: str, nd: int = 2) -> str:
-    return fmt(row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan),
-                      nd)
+    """``mean ± ci95`` of ``metric`` in an :func:`~fastunlearn.studies.tables.aggregate` row."""
+    return fmt(row.get(f"{metric}_mean", math.nan), row.get(f"{metric}_ci95", math.nan), nd)
 
 
 def relpath(path: Path, ctx: StudyContext) -> str:
+    """``path`` relative to the study directory (for links in ``report.md``)."""
     return path.relative_to(ctx.out).as_posix()
 
 
 def savefig(fig: Any, path: Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` and close it."""
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,13 +161,16 @@ def savefig(fig: Any, path: Path) -> Path:
     return path
 
 
-def figure(width: float = 6.4, height: float = 4.2) -> tuple[Any, Any]:
+def figure(width: float = 6.4, height: float = 4.2, *, nrows: int = 1, ncols: int = 1,
+           **kwargs: Any) -> tuple[Any, Any]:
+    """``plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)`` on the Agg backend
+    (no display needed): the one way study plots make a figure."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
 
 
 def task_runs(config: StudyConfig, *, dataset: str, model: str, forget: Mapping[str, Any],

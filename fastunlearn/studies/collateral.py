@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from fastunlearn.studies.base import (
     StudyContext,
     cell,
-    md_table,
+    figure,
     relpath,
     savefig,
     summarise,
@@ -47,7 +47,7 @@ from fastunlearn.studies.base import (
 from fastunlearn.studies.config import StudyConfig, parse_forget
 from fastunlearn.studies.options import StudyOptions, option
 from fastunlearn.studies.registry import register_study
-from fastunlearn.studies.tables import aggregate, write_csv
+from fastunlearn.studies.tables import aggregate, fmt, md_table, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class Collateral:
             name = "retrain (gold)" if r["method"] == "retrain" else f"`{r['method']}`"
             body.append([name, cell(r, "forget_acc"), cell(r, "test_acc"),
                          cell(r, "collateral_damage_mean"), cell(r, "collateral_damage_worst"),
-                         _f(_max_of(ctx.rows, r["method"], "collateral_damage_worst")),
+                         fmt(_max_of(ctx.rows, r["method"], "collateral_damage_worst")),
                          cell(r, "confusion_drift_vs_original", 3),
                          cell(r, "confusion_drift_vs_retrain", 3)])
         text += md_table(head, body) + "\n"
@@ -173,13 +173,13 @@ class Collateral:
             row = [f"`{t}`"]
             if mean is not None:
                 c, v = _worst_cell(mean[t], forgotten[t])
-                row += [f"`{c}`" if c else "none", _f(v, 1),
-                        _f(gold[t][c], 1) if gold is not None and c else "—"]
+                row += [f"`{c}`" if c else "none", fmt(v, nd=1),
+                        fmt(gold[t][c], nd=1) if gold is not None and c else "—"]
             else:
                 row += ["—", "—", "—"]
             if gold is not None:
                 gc, gv = _worst_cell(gold[t], forgotten[t])
-                row += [f"`{gc}` ({_f(gv, 1)})" if gc else "none"]
+                row += [f"`{gc}` ({fmt(gv, nd=1)})" if gc else "none"]
             else:
                 row += ["—"]
             body.append(row)
@@ -189,8 +189,8 @@ class Collateral:
         if mean is not None and len(classes) <= 12:
             text += ("### Mean accuracy change over methods (rows: forgotten; the forgotten "
                      "class's own cell in brackets)\n\n")
-            body = [[f"`{t}`"] + [(f"[{_f(mean[t][c], 1)}]" if c in forgotten[t]
-                                   else _f(mean[t][c], 1)) for c in classes] for t in tasks]
+            body = [[f"`{t}`"] + [(f"[{fmt(mean[t][c], nd=1)}]" if c in forgotten[t]
+                                   else fmt(mean[t][c], nd=1)) for c in classes] for t in tasks]
             text += md_table(["forgotten", *[f"`{c}`" for c in classes]], body) + "\n"
 
         panels = []
@@ -293,14 +293,6 @@ def _key(v: Any) -> tuple[bool, float]:
     return (not _finite(v), v if _finite(v) else 0.0)
 
 
-def _f(v: Any, nd: int = 2) -> str:
-    """``v`` to ``nd`` decimals, "—" when not finite, never "-0.0"."""
-    if not _finite(v):
-        return "—"
-    text = f"{v:.{nd}f}"
-    return text.lstrip("-") if float(text) == 0 else text
-
-
 def _max_of(rows: Sequence[Mapping[str, Any]], method: str, col: str) -> float:
     vals = [r[col] for r in rows if r["method"] == method and _finite(r.get(col))]
     return max(vals) if vals else math.nan
@@ -318,10 +310,6 @@ def _write_changes(path: Path, mats: Mapping[str, Mapping[str, Mapping[str, floa
 def _plot(ctx: StudyContext, panels: Sequence[tuple[str, Mapping[str, Mapping[str, float]]]],
           tasks: Sequence[str], classes: Sequence[str], forgotten: Mapping[str, set[str]],
           name: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.patches import Rectangle
 
@@ -329,8 +317,8 @@ def _plot(ctx: StudyContext, panels: Sequence[tuple[str, Mapping[str, Mapping[st
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
     cw, rh = 0.42 * len(classes) + 1.2, 0.36 * len(tasks) + 1.3
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * cw + 1.2, nrows * rh + 0.6),
-                             squeeze=False)
+    fig, axes = figure(ncols * cw + 1.2, nrows * rh + 0.6, nrows=nrows, ncols=ncols,
+                       squeeze=False)
     off = [mat[t][c] for _, mat in panels for t in tasks for c in classes
            if c not in forgotten[t] and _finite(mat[t][c])]
     vlim = max([abs(v) for v in off] + [1.0])
@@ -353,7 +341,7 @@ def _plot(ctx: StudyContext, panels: Sequence[tuple[str, Mapping[str, Mapping[st
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#dddddd",
                                            edgecolor="black", hatch="///", lw=1.2))
                 if annotate and math.isfinite(arr[i, j]):
-                    ax.text(j, i, _f(float(arr[i, j]), 0), ha="center", va="center",
+                    ax.text(j, i, fmt(float(arr[i, j]), nd=0), ha="center", va="center",
                             fontsize=6 if own else 7, style="italic" if own else "normal",
                             color="white" if not own and abs(arr[i, j]) > 0.6 * vlim
                             else "black")
@@ -394,8 +382,8 @@ def _answer(by_method: Sequence[Mapping[str, Any]], mean: Mapping[str, Mapping[s
             parts.append(
                 f"The largest collateral drop is `{t}` → `{c}`: forgetting `{t}` changes the "
                 f"accuracy of `{c}` by {v:.1f} points on average over methods"
-                + (f" (the retrained model: {_f(g, 1)}, so {_f(v - g, 1)} beyond what retraining "
-                   "without the class causes)." if _finite(g) else "."))
+                + (f" (the retrained model: {fmt(g, nd=1)}, so {fmt(v - g, nd=1)} beyond what "
+                   "retraining without the class causes)." if _finite(g) else "."))
             if gold is not None:
                 excess = [(mean[t2][c2] - gold[t2][c2], t2, c2) for _, t2, c2 in cells
                           if _finite(gold[t2][c2])]
@@ -403,7 +391,7 @@ def _answer(by_method: Sequence[Mapping[str, Any]], mean: Mapping[str, Mapping[s
                     e, t2, c2 = min(excess)
                     if (t2, c2) != (t, c):
                         parts.append(f"Measured against retraining, the largest excess drop is "
-                                     f"`{t2}` → `{c2}` ({_f(e, 1)} points).")
+                                     f"`{t2}` → `{c2}` ({fmt(e, nd=1)} points).")
     methods = [r for r in by_method if r["method"] != "retrain"
                and _finite(r.get("collateral_damage_worst_mean"))]
     gold_row = next((r for r in by_method if r["method"] == "retrain"), None)
@@ -426,12 +414,12 @@ def _answer(by_method: Sequence[Mapping[str, Any]], mean: Mapping[str, Mapping[s
                 and round(r["collateral_damage_worst_mean"], 1) == rank(best)[0]]
         parts.append(
             f"The smallest worst-case damage is `{best['method']}`'s: its worst retain class "
-            f"loses {_f(best['collateral_damage_worst_mean'], 1)} points on average over tasks "
-            f"and seeds (mean damage {_f(best['collateral_damage_mean_mean'], 1)}, forget acc "
-            f"{_f(best['forget_acc_mean'], 1)} %)"
+            f"loses {fmt(best['collateral_damage_worst_mean'], nd=1)} points on average over tasks "
+            f"and seeds (mean damage {fmt(best['collateral_damage_mean_mean'], nd=1)}, forget acc "
+            f"{fmt(best['forget_acc_mean'], nd=1)} %)"
             + (" — tied with " + ", ".join(f"`{m}`" for m in tied) if tied else "")
             + (f"; the retrained model itself: "
-               f"{_f(gold_row['collateral_damage_worst_mean'], 1)}."
+               f"{fmt(gold_row['collateral_damage_worst_mean'], nd=1)}."
                if gold_row is not None and _finite(gold_row["collateral_damage_worst_mean"])
                else "."))
         if not forgets(best):
@@ -442,7 +430,7 @@ def _answer(by_method: Sequence[Mapping[str, Any]], mean: Mapping[str, Mapping[s
                     f"But `{best['method']}` does not forget (forget acc more than {tol:g} "
                     f"points above the retrained model's {ref:.1f} %); among the methods "
                     f"that do, `{b2['method']}` has the smallest worst-case damage "
-                    f"({_f(b2['collateral_damage_worst_mean'], 1)} points).")
+                    f"({fmt(b2['collateral_damage_worst_mean'], nd=1)} points).")
             else:
                 parts.append(f"No method forgets (forget acc within {tol:g} points of the "
                              f"retrained model's {ref:.1f} %), so small damage here is "

@@ -28,7 +28,6 @@ from fastunlearn.studies.base import (
     StudyContext,
     cell,
     figure,
-    md_table,
     relpath,
     savefig,
     summarise,
@@ -38,6 +37,7 @@ from fastunlearn.studies.config import COST_QUALITY_METHODS, StudyConfig, defaul
 from fastunlearn.studies.keys import DO_NOTHING, make_run
 from fastunlearn.studies.options import StudyOptions
 from fastunlearn.studies.registry import register_study
+from fastunlearn.studies.tables import md_table
 
 # quality axis → (column of the summary row, label, value to minimise)
 QUALITY = {

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from fastunlearn.studies.base import (
     StudyContext,
     cell,
-    md_table,
+    figure,
     relpath,
     savefig,
     summarise,
@@ -36,7 +36,7 @@ from fastunlearn.studies.base import (
 from fastunlearn.studies.config import StudyConfig, default_forget
 from fastunlearn.studies.options import StudyOptions
 from fastunlearn.studies.registry import register_study
-from fastunlearn.studies.tables import fmt, mean_ci
+from fastunlearn.studies.tables import fmt, md_table, mean_ci
 
 DEFAULT_MODELS = ("small_cnn", "lenet5", "resnet18", "mobilenetv2", "vit_tiny", "mobilevit")
 # Registered models that are not single plain classifiers.
@@ -185,13 +185,8 @@ def model_summary(rows: Sequence[dict[str, Any]], summary: Sequence[dict[str, An
 
 def _plot(ctx: StudyContext, models: Sequence[str], methods: Sequence[str],
           table: dict[tuple[str, str], dict[str, Any]]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     width = max(6.4, 1.1 * len(models) * max(1, len(methods)) ** 0.5 + 2)
-    fig, axes = plt.subplots(2, 1, figsize=(width, 7.0), sharex=True)
+    fig, axes = figure(width, 7.0, nrows=2, sharex=True)
     bar = 0.8 / max(1, len(methods))
     for ax, metric, label in ((axes[0], "avg_gap", "Avg-Gap to retrain (points)"),
                               (axes[1], "rte_ratio", "RTE ratio (× retrain, log)")):

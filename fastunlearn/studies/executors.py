@@ -153,7 +153,7 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
             "metrics": metrics,
             "info": info,
             "wall_s": time.perf_counter() - t0,
-            "machine": machine(),
+            "machine": machine(device),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "torch": torch.__version__,
         }

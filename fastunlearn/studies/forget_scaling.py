@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from fastunlearn.studies.base import (
     StudyContext,
     cell,
-    md_table,
+    figure,
     relpath,
     savefig,
     summarise,
@@ -43,7 +43,7 @@ from fastunlearn.studies.base import (
 from fastunlearn.studies.config import StudyConfig
 from fastunlearn.studies.options import StudyOptions, as_items, option
 from fastunlearn.studies.registry import register_study
-from fastunlearn.studies.tables import aggregate
+from fastunlearn.studies.tables import aggregate, md_table
 
 DEFAULT_FRACTIONS = (0.01, 0.05, 0.10, 0.25, 0.50)
 DEFAULT_CLASS_COUNTS = (1, 2, 3)
@@ -229,12 +229,7 @@ def _table(kind: str, summary: Sequence[dict[str, Any]], gold: Sequence[dict[str
 
 
 def _panels(n: int) -> tuple[Any, list[Any]]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 4.2), squeeze=False)
+    fig, axes = figure(5.4 * n, 4.2, ncols=n, squeeze=False)
     return fig, list(axes[0])
 
 

@@ -133,9 +133,9 @@ def forget_spec(run: Mapping[str, Any]) -> dict[str, Any]:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON via a temp file + fsync + rename (never a half-written file),
     readable as the umask allows (not the temp file's 0600)."""
-    from fastunlearn.checkpoint import _atomic_write_bytes
+    from fastunlearn._atomic import atomic_write_bytes
 
-    _atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=_json_default).encode())
 
 
 def _json_default(obj: Any) -> Any:

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from fastunlearn.studies.base import (
     StudyContext,
     cell,
-    md_table,
+    figure,
     relpath,
     savefig,
     summarise,
@@ -48,6 +48,7 @@ from fastunlearn.studies.base import (
 from fastunlearn.studies.config import FAST_METHODS, StudyConfig, default_forget
 from fastunlearn.studies.options import StudyOptions, option
 from fastunlearn.studies.registry import register_study
+from fastunlearn.studies.tables import md_table
 
 log = logging.getLogger(__name__)
 
@@ -264,12 +265,7 @@ def _half(by: Mapping[tuple[str, str], Mapping[str, Any]], method: str, variant:
 
 
 def _subplots(ncols: int, width: float, height: float) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+    fig, axes = figure(width, height, ncols=ncols, squeeze=False)
     return fig, axes[0]
 
 

@@ -116,7 +116,7 @@ class pool_lock:  # noqa: N801 - context manager
     def __enter__(self) -> None:
         from filelock import FileLock, Timeout
 
-        from fastunlearn.checkpoint import current_umask
+        from fastunlearn._atomic import current_umask
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(str(self.path), mode=0o666 & ~current_umask())
@@ -166,7 +166,7 @@ def _build_pool_model_locked(job: Mapping[str, Any], pool: Path, device: str,
         path, net, dataset=data, forget=split.spec if role == "retrain" else None,
         seed=run["seed"], train_config=tcfg.to_dict(),
         metrics={"rte_s": m.seconds, "peak_mem_mb": m.peak_mem_mb},
-        extra={"role": role, "pool_key": key, "machine": machine()},
+        extra={"role": role, "pool_key": key, "machine": machine(device)},
     )
     return {"key": key, "role": role, "trained": True, "train_s": m.seconds}
 

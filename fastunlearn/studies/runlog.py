@@ -7,8 +7,6 @@ definition.
 from __future__ import annotations
 
 import logging
-import os
-import platform
 from pathlib import Path
 
 import torch
@@ -54,8 +52,13 @@ class _Forward(logging.Handler):
 
 
 
-def machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+def machine(device: str | torch.device | None = "auto") -> str:
+    """The machine a run ran on, as every report names it: the CUDA device's name, or
+    ``CPU (x86_64, 2 torch threads, 8 cores)`` — ``device`` (``"auto"``: CUDA when there is
+    one) decides which, so a ``--device cpu`` study on a GPU host records its CPU.
+    One definition: :func:`fastunlearn.evaluate.report.machine_description`."""
+    from fastunlearn._device import resolve_device
+    from fastunlearn.evaluate.report import machine_description
+
+    return machine_description(resolve_device(device))
 

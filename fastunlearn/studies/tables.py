@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastunlearn._atomic import atomic_write_bytes
 from fastunlearn.studies.keys import _canonical
 
 
@@ -46,18 +46,18 @@ def result_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Write ``rows`` as CSV (the union of their columns, in first-seen order) atomically."""
     import csv
+    import io
 
     columns: list[str] = []
     for r in rows:
         columns.extend(c for c in r if c not in columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=columns, restval="")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
     return path
 
 
@@ -99,9 +99,25 @@ def aggregate(rows: Sequence[Mapping[str, Any]], by: Sequence[str],
 
 
 def fmt(mean: Any, half: Any = math.nan, nd: int = 2) -> str:
-    """``mean ± half`` (just the mean when the half-width is NaN)."""
-    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+    """``mean ± half`` to ``nd`` decimals (just the mean when the half-width is NaN; "—" when
+    the mean is missing or not finite; never "-0.00")."""
+    if isinstance(mean, bool) or not isinstance(mean, (int, float)) or not math.isfinite(mean):
         return "—"
+    text = f"{mean:.{nd}f}"
+    if float(text) == 0:
+        text = text.lstrip("-")
     if isinstance(half, (int, float)) and math.isfinite(half):
-        return f"{mean:.{nd}f} ± {half:.{nd}f}"
-    return f"{mean:.{nd}f}"
+        return f"{text} ± {half:.{nd}f}"
+    return text
+
+
+def md_table(header_row: Sequence[str], rows: Sequence[Sequence[str]],
+             align: Sequence[str] | None = None) -> str:
+    """A Markdown table of pre-formatted cells (Markdown in them is kept); ``align``: one
+    ``---`` / ``---:`` / ``:---:`` per column (default: the first left, the rest right)."""
+    align = list(align) if align else ["---"] + ["---:"] * (len(header_row) - 1)
+    if len(align) != len(header_row):
+        raise ValueError(f"align has {len(align)} entries for {len(header_row)} columns")
+    lines = ["| " + " | ".join(header_row) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
