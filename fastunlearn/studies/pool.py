@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fastunlearn.engine.runner import StepRunner
 from fastunlearn.studies.keys import forget_spec
 from fastunlearn.studies.runlog import _run_log, machine
 
@@ -56,9 +57,9 @@ def _warm_up() -> None:
         return
     w = torch.zeros(4, requires_grad=True)
     for opt in (torch.optim.SGD([w], lr=0.1, momentum=0.9), torch.optim.AdamW([w], lr=0.1)):
-        w.sum().backward()
-        opt.step()
-        opt.zero_grad()
+        runner = StepRunner(opt, None, 1, progress=False)  # the path every loop takes
+        runner.step(w.sum())
+        runner.close()
     _WARM.append(True)
 
 
