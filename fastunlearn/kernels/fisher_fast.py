@@ -77,7 +77,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map
 
 from fastunlearn._modes import eval_mode
-from fastunlearn.kernels.fisher_rules.conv import conv_rule_numel
+from fastunlearn.kernels.fisher_rules.conv import (
+    conv_rule_numel,
+    conv_square_sum,
+    is_single_position,
+)
 from fastunlearn.kernels.fisher_rules.fallback import vmap_rule
 from fastunlearn.kernels.fisher_rules.fused import fused_token_fisher, use_fused
 from fastunlearn.kernels.fisher_rules.linear import is_single_batch_call, linear_square_sum
@@ -351,37 +355,58 @@ def fast_fisher_diagonal(
     if weights is not None and weights.shape != (x.shape[0],):
         raise ValueError(f"weights must have shape [{x.shape[0]}], got {tuple(weights.shape)}")
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    acc = {n: torch.zeros_like(p) for n, p in params.items()}
+    # Each entry starts as its first contribution (a fresh tensor), not as a zero-filled
+    # buffer written and read back once more (ResNet-18: 45 MB; ~2 % of a fwd+bwd with the
+    # ImageNet stem at 32 px); parameters nothing reached get zeros at the end.
+    acc: dict[str, Tensor] = {}
 
     wl = None if weights is None else weights.detach().double().cpu().tolist()
 
+    def add(name: str, v: Tensor) -> None:
+        """``acc[name] += v`` for a fresh ``v`` of the parameter's shape (taken if first)."""
+        a, p = acc.get(name), params[name]
+        if a is not None:
+            a += v
+        elif v.dtype == p.dtype and v.device == p.device and v.is_contiguous():
+            acc[name] = v.view(p.shape)
+        else:
+            acc[name] = v.to(p.dtype).reshape(p.shape).clone(memory_format=torch.contiguous_format)
+
     def consume(name: str, s: int, e: int, gs: Tensor) -> None:
-        a = acc[name]
         if gs[0].numel() >= ADDCMUL_MIN_ELEMS:
-            for i in range(e - s):
+            first = 0
+            if name not in acc:
+                a = torch.mul(gs[0], gs[0])
+                add(name, a if wl is None else a.mul_(wl[s]))
+                first = 1
+            a = acc[name]
+            for i in range(first, e - s):
                 a.addcmul_(gs[i], gs[i], value=1.0 if wl is None else wl[s + i])
             return
         sq = gs.mul_(gs)  # rule outputs are temporaries: square in place
         if weights is not None:
             sq.mul_(weights[s:e].to(sq.dtype).view(-1, *([1] * (sq.dim() - 1))))
-        a += sq.sum(0)
+        add(name, sq.sum(0))
 
     def square_sum(m: nn.Module, calls: list[_Call], names: dict[str, str],
                    scratch: _Scratch) -> bool:
         if is_single_batch_call(m, calls):
             assert isinstance(m, nn.Linear)
             parts = linear_square_sum(m, calls, weights)
+        elif is_single_position(m, calls):
+            assert isinstance(m, nn.Conv2d)
+            parts = conv_square_sum(m, calls, weights)
         elif use_fused(m, TOKEN_FISHER_IMPL):
             parts = fused_token_fisher(m, calls, weights, scratch, chunk_elems)
         else:
             return False
         for local, v in parts.items():
-            acc[names[local]] += v
+            add(names[local], v)
         return True
 
     _run(model, x, y, loss, chunk_elems, consume, square_sum,
          min(chunk_elems, FISHER_CACHE_ELEMS))
-    return acc
+    return {n: acc[n] if n in acc else torch.zeros_like(p) for n, p in params.items()}
 
 
 def fast_per_sample_grads(

@@ -133,6 +133,7 @@ def test_zoo_matches_loop_reference(zoo: _Zoo, chunk_elems: int) -> None:
 def test_conv_paths_agree(monkeypatch: pytest.MonkeyPatch, grouped_from: int) -> None:
     """Both conv strategies (unfold + bmm, grouped convolution_backward) match the loop."""
     monkeypatch.setattr(conv_rules, "CONV_GROUPED_MIN_POSITIONS", grouped_from)
+    monkeypatch.setattr(conv_rules, "CONV_GROUPED_MIN_POSITIONS_GROUPS", grouped_from)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU(),
                           nn.Conv2d(3, 4, 2, padding="same", padding_mode="circular",
                                     groups=1), nn.Conv2d(4, 4, 3, groups=2),
@@ -403,3 +404,48 @@ def test_timm_mobilenetv2_matches_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     ref = torch_fisher_diagonal_loop(model, x, y)
     _no_fallbacks(monkeypatch)
     assert_close_dicts(fast_fisher_diagonal(model, x, y), ref)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_single_position_conv_shortcut(monkeypatch: pytest.MonkeyPatch, weighted: bool) -> None:
+    """Convs whose output is one position per sample (an ImageNet-stem last stage at 32 px)
+    take the rank-one shortcut ``(w·g²)ᵀ (a²)`` — grouped, strided and with bias too — and
+    match the loop; the per-sample rule is not called for them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2),  # 3x3 -> 2x2
+                          nn.Tanh(), nn.Conv2d(8, 8, 3, stride=2, padding=1),  # 2x2 -> 1x1
+                          nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1, groups=2, bias=False),
+                          nn.Tanh(), nn.Conv2d(6, 5, 1), nn.Flatten())
+    x, y = torch.randn(4, 3, 3, 3), torch.randint(0, 5, (4,))
+    w = torch.rand(4) if weighted else None
+    ref = torch_per_sample_grads_loop(model, x, y)
+    ww = torch.ones(4) if w is None else w
+    want = {n: (g.pow(2) * ww.view(-1, *[1] * (g.dim() - 1))).sum(0) for n, g in ref.items()}
+    shortcut: list[int] = []
+    rule_calls: list[int] = []
+    square_sum, rule = fisher_fast.conv_square_sum, _RULES[nn.Conv2d]
+    monkeypatch.setattr(fisher_fast, "conv_square_sum",
+                        lambda m, *a: shortcut.append(id(m)) or square_sum(m, *a))
+    monkeypatch.setitem(_RULES, nn.Conv2d, lambda m, *a: rule_calls.append(id(m)) or rule(m, *a))
+    assert_close_dicts(fast_fisher_diagonal(model, x, y, weights=w), want)
+    assert sorted(shortcut) == sorted(id(model[i]) for i in (4, 6, 8))
+    assert set(rule_calls) == {id(model[0]), id(model[2])}
+
+
+@pytest.mark.parametrize("kernel_from", [1, 10**9])
+def test_batchnorm_paths_agree(monkeypatch: pytest.MonkeyPatch, kernel_from: int) -> None:
+    """Both batch-norm strategies (batch-norm backward kernel with samples as channels,
+    elementwise) match the loop: BatchNorm1d/2d and BatchNormAct2d, with a frozen weight."""
+    monkeypatch.setattr(norms, "BN_KERNEL_MIN_POSITIONS", kernel_from)
+    model = _bn_act_net(nn.ReLU6())
+    model.append(nn.BatchNorm1d(5))  # after the LazyLinear: [B, 5]
+    model.insert(1, nn.BatchNorm2d(6))
+    _randomise_bn(model)
+    model[1].weight.requires_grad_(False)
+    x, y = torch.randn(4, 3, 7, 8), torch.randint(0, 5, (4,))
+    ref = torch_fisher_diagonal_loop(model, x, y)
+    assert "1.weight" not in ref and "1.bias" in ref
+    assert_close_dicts(fast_fisher_diagonal(model, x, y), ref)
+    assert_close_dicts(fast_per_sample_grads(model, x, y),
+                       torch_per_sample_grads_loop(model, x, y))

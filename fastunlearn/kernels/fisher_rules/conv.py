@@ -3,8 +3,14 @@
 Per-sample ``G_i = g_i unfold(a_i)ᵀ``: ``F.unfold`` the input of a chunk of samples, ``bmm``
 with the output gradient (grouped ``einsum`` when ``groups > 1``); several calls of one module
 add up before squaring (their patches join along the position axis). For large maps
-(≥ :data:`CONV_GROUPED_MIN_POSITIONS` output positions) the same product comes from oneDNN's
+(≥ :data:`CONV_GROUPED_MIN_POSITIONS` output positions; grouped and depthwise convs from
+:data:`CONV_GROUPED_MIN_POSITIONS_GROUPS`) the same product comes from oneDNN's
 ``convolution_backward`` with the chunk's samples as extra groups.
+
+Where a layer's output map is a single position (``1×1``: an ImageNet-stem ResNet's last stage
+at 32 px), each sample's gradient is rank one, ``g_i a_iᵀ`` with ``a_i`` the one unfolded
+column, so its Fisher is ``(w·g²)ᵀ (a²)`` — one matmul per group, no per-sample buffer
+(:func:`conv_square_sum`, used by the driver's Fisher; the Linear rule's shortcut).
 """
 
 from __future__ import annotations
@@ -25,9 +31,20 @@ from fastunlearn.kernels.fisher_rules.registry import (
 )
 
 #: Output positions per sample from which the conv rule uses oneDNN's grouped weight gradient
-#: (samples as groups) instead of unfold + bmm (measured on CPU: faster for large maps, much
-#: slower for small maps with many channels).
-CONV_GROUPED_MIN_POSITIONS = 512
+#: (samples as groups) instead of unfold + bmm (measured on CPU, 1 thread: faster for large
+#: maps — ~20 % at 16×16 for ResNet's 3×3 convs, where the unfold copy costs ~0.8 of the bmm
+#: — much slower for small maps with many channels).
+CONV_GROUPED_MIN_POSITIONS = 256
+#: The same for grouped / depthwise convs (``groups > 1``), where the unfold path's per-group
+#: ``einsum`` is a batch of tiny matmuls: oneDNN was ~4× faster from 4×4 maps (MobileNetV2),
+#: slower at 2×2 and below.
+CONV_GROUPED_MIN_POSITIONS_GROUPS = 16
+
+
+def _use_grouped_backward(m: nn.Conv2d, calls: list[_Call], positions: int) -> bool:
+    """Whether the conv rule takes ``convolution_backward`` with samples as groups."""
+    least = CONV_GROUPED_MIN_POSITIONS if m.groups == 1 else CONV_GROUPED_MIN_POSITIONS_GROUPS
+    return len(calls) == 1 and positions >= least
 
 
 def _conv_padded(m: nn.Conv2d, a: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -58,7 +75,7 @@ def _conv2d_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
     if w.requires_grad:
         k = w[0].numel() * gr  # C_in·kh·kw
         positions = conv_positions(m, calls)
-        if len(calls) == 1 and positions >= CONV_GROUPED_MIN_POSITIONS:
+        if _use_grouped_backward(m, calls, positions):
             a, pad = _conv_padded(m, calls[0].args[0][s:e])
             g = calls[0].grad_out()[s:e]
             wr = w.detach()[None].expand(c, *w.shape).reshape(c * o, *w.shape[1:])
@@ -98,6 +115,40 @@ def conv_unfold(m: nn.Conv2d, calls: list[_Call], s: int, e: int, scratch: _Scra
         a, pad = _conv_padded(m, call.args[0][s:e])
         us.append(F.unfold(a, m.kernel_size, dilation=m.dilation, padding=pad, stride=m.stride))
     return torch.cat(us, 2)
+
+
+def is_single_position(m: nn.Module, calls: list[_Call]) -> bool:
+    """Whether :func:`conv_square_sum` applies: an ``nn.Conv2d`` with one call that reached
+    the loss, whose output has one position per sample."""
+    if not isinstance(m, nn.Conv2d):
+        return False
+    active = _active_calls(calls)
+    return len(active) == 1 and conv_positions(m, active) == 1
+
+
+def conv_square_sum(m: nn.Conv2d, calls: list[_Call], w: Tensor | None) -> dict[str, Tensor]:
+    """Fisher of a conv whose output is one position per sample: per-sample gradients are
+    rank one (``g_i a_iᵀ``, ``a_i`` the unfolded input column), so
+    ``Σ_i w_i (g_i a_iᵀ)² = (w·g²)ᵀ (a²)`` per group — a sum of non-negative terms, like the
+    Linear shortcut."""
+    (call,) = _active_calls(calls)
+    a, pad = _conv_padded(m, call.args[0])
+    b, o, gr = a.shape[0], m.out_channels, m.groups
+    cols = F.unfold(a, m.kernel_size, dilation=m.dilation, padding=pad, stride=m.stride)
+    g = call.grad_out().reshape(b, o)
+    g2 = g * g if w is None else g * g * w.to(g.dtype)[:, None]
+    out: dict[str, Tensor] = {}
+    if m.weight.requires_grad:
+        a2 = cols.reshape(b, -1)
+        a2 = a2 * a2  # [B, C_in·kh·kw]
+        if gr == 1:
+            fw = g2.t() @ a2
+        else:
+            fw = torch.einsum("bgo,bgk->gok", g2.reshape(b, gr, o // gr), a2.reshape(b, gr, -1))
+        out["weight"] = fw.reshape(m.weight.shape)
+    if m.bias is not None and m.bias.requires_grad:
+        out["bias"] = g2.sum(0)
+    return out
 
 
 def conv_rule_numel(m: nn.Conv2d, calls: list[_Call]) -> int:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastunlearn.kernels.fisher_rules.norms import _affine_rule
+from fastunlearn.kernels.fisher_rules.norms import batchnorm_affine_grads
 from fastunlearn.kernels.fisher_rules.registry import (
     _active_calls,
     _Call,
@@ -106,13 +106,11 @@ def _bn_act_rule(m: nn.Module, calls: list[_Call], s: int, e: int,
     assert grad_fn is not None
     w = None if m.weight is None else m.weight.detach()
     b = None if m.bias is None else m.bias.detach()
-    shape = (1, -1, 1, 1)
     out: dict[str, Tensor] = {}
     for call in _active_calls(calls):
         x, g = call.args[0][s:e], call.grad_out()[s:e]
         if not isinstance(act, nn.Identity):
             z = F.batch_norm(x, mean, var, w, b, False, 0.0, m.eps)  # the forward's call
             g = grad_fn(act, z, g)
-        xhat = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + m.eps)
-        _affine_rule(xhat, g, (2, 3), m, out)
+        batchnorm_affine_grads(m, x, g, out)
     return out
