@@ -31,17 +31,18 @@ _DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(
-    name: str,
+    name: str, *, replace: bool = False,
 ) -> Callable[[Callable[..., ImageDataset]], Callable[..., ImageDataset]]:
     """Register ``loader(**kwargs) -> ImageDataset`` under ``name``; its docstring's first line
-    is the description shown by ``fastunlearn list datasets``.
+    is the description shown by ``fastunlearn list datasets``. A name registered twice is a
+    ValueError unless ``replace=True`` (a user's in-process data, registered again).
 
     A name ending in ``:`` (e.g. ``"imagefolder:"``) takes a path argument: ``load_dataset(
     "imagefolder:/data/val")`` calls ``loader(path="/data/val", ...)``.
     """
 
     def deco(fn: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
-        if name in _DATASETS:
+        if name in _DATASETS and not replace:
             raise ValueError(f"dataset {name!r} is registered twice")
         doc = inspect.getdoc(fn) or ""
         _DATASETS[name] = DatasetEntry(name, fn, doc.splitlines()[0] if doc else "")
@@ -65,6 +66,8 @@ def load_dataset(name: str, **kwargs) -> ImageDataset:
     ``"imagefolder:/path/to/val"``. Keyword arguments go to the loader (``root=``,
     ``download=``, ``augment=`` …)."""
     key = name.strip().lower()
+    if key in _DATASETS:  # an exact name first (user data registers as "user:<digest>")
+        return _DATASETS[key].loader(**kwargs)
     if ":" in key:
         prefix, _, arg = name.strip().partition(":")
         entry = _DATASETS.get(prefix.lower() + ":")

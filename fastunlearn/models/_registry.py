@@ -50,20 +50,21 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, description: str | None = None
+    name: str, *, description: str | None = None, replace: bool = False
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Register ``factory(num_classes, in_chans, img_size, pretrained=False, **kwargs)`` as
     ``name``.
 
     The description defaults to the first line of the factory's docstring.  Decorators can be
-    stacked to register aliases of one factory.  Registering a name twice is a ``ValueError``.
+    stacked to register aliases of one factory.  Registering a name twice is a ``ValueError``
+    unless ``replace=True`` (a user's in-process model factory, registered again).
     """
     key = name.strip().lower()
     if not key:
         raise ValueError("model name must not be empty")
 
     def deco(fn: ModelFactory) -> ModelFactory:
-        if key in _MODELS:
+        if key in _MODELS and not replace:
             raise ValueError(f"model {key!r} is registered twice")
         doc = inspect.getdoc(fn) or ""
         desc = description if description is not None else (doc.splitlines()[0] if doc else "")

@@ -85,14 +85,15 @@ ROLES = ("original", "retrain", "retrain2")
 class AuditConfig:
     """What ``fastunlearn audit`` / :func:`audit` runs. ``methods``: registered methods (the
     do-nothing ``original`` and the ``retrain`` ceiling are always added); ``forget``:
-    ``random:10%`` (default), ``random:500`` or ``class:NAME``; ``epochs``/``lr``/
+    ``random:10%`` (default), ``random:500``, ``class:NAME`` or a split spec mapping (your own
+    split's forget indices: pass ``split=``/``model_fn=`` to :func:`audit`); ``epochs``/``lr``/
     ``batch_size``: the shadow models' training (default: the memorizing setting — no
     augmentation, trained to ~100 % train accuracy); ``shadows``: N (even, ≥ 8)."""
 
     methods: tuple[str, ...] = ("ft",)
     dataset: str = "fashion-mnist-10k"
     model: str = "small_cnn"
-    forget: str = "random:10%"
+    forget: str | dict[str, Any] = "random:10%"
     epochs: int = 30
     lr: float = 0.05
     batch_size: int = 128
@@ -512,18 +513,32 @@ def method_scores(task: Task, phis: list[dict[str, np.ndarray]], gold: list[dict
 
 
 # ------------------------------------------------------------------------- driver
-def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
+def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any = None,
+          **kwargs: Any) -> AuditResult:
     """Run (or resume) an audit and write ``audit.json``, ``audit.npz``, ``results.csv``,
-    ``report.md`` and plots into ``config.out``. Keyword arguments build the config."""
+    ``report.md`` and plots into ``config.out``. Keyword arguments build the config.
+
+    Your own data and model: ``split=`` (a :class:`~fastunlearn.data.ForgetSplit`, e.g. from
+    ``ForgetSplit.from_datasets``) and ``model_fn=`` (zero arguments → a fresh model) replace
+    ``dataset``, ``model`` and ``forget``: the shadows are trained from ``model_fn`` on halves
+    of your training data (:mod:`fastunlearn.studies.user`; local executor)."""
     from tqdm.auto import tqdm
 
     from fastunlearn.data import load_dataset
-    from fastunlearn.studies.config import parse_forget
+    from fastunlearn.studies.config import forget_label, parse_forget
 
     if config is None:
         config = AuditConfig(**kwargs)
     elif kwargs:
         config = dataclasses.replace(config, **kwargs)
+    if split is not None:
+        from fastunlearn.studies.user import user_task
+
+        config = dataclasses.replace(config, **user_task(split, model_fn, config.executor,
+                                                         "audit"))
+    elif model_fn is not None:
+        raise ValueError("model_fn= goes with split= (your own data); for a built-in dataset "
+                         "pass model=NAME")
     t0 = time.perf_counter()
     data = load_dataset(config.dataset)
     forget = parse_forget(config.forget, data.classes)
@@ -531,7 +546,8 @@ def audit(config: AuditConfig | None = None, **kwargs: Any) -> AuditResult:
         forget["seed"] = config.seed
     task = Task(config.dataset, config.model, forget, config.train, int(config.shadows),
                 int(config.seed))
-    out = Path(config.out or f"runs/audit/{config.dataset}-{_slug(config.forget)}")
+    out = Path(config.out or f"runs/audit/{_slug(config.dataset)}-"
+                              f"{_slug(forget_label(config.forget))}")
     pool = Path(config.pool) if config.pool else out.parent / "pool"
     out.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)

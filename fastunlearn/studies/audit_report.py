@@ -77,6 +77,7 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
 
     kind = task.forget.get("type")
     forget_txt = (f"class {', '.join(task.forget['classes'])}" if kind == "class"
+                  else f"{len(task.forget['ids'])} given training samples" if kind == "indices"
                   else config.forget)
     not_beating = [r["method"] for r in rows if r.get("beats_do_nothing") is False
                    and r["method"] != "retrain"]

@@ -8,6 +8,7 @@ into a report (``report``): ``results.csv`` (one row per run, every metric), ``s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -51,9 +52,14 @@ class StudyResult:
 
 
 
-def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyResult:
+def run(name: str, config: StudyConfig | None = None, *, split: Any = None,
+        model_fn: Any = None, **options: Any) -> StudyResult:
     """Run study ``name`` (``fu.studies.run("cost-quality", dataset="digits", epochs=1)``):
-    plan → execute (resumable) → ``results.csv``, ``summary.csv``, ``report.md``, PNGs."""
+    plan → execute (resumable) → ``results.csv``, ``summary.csv``, ``report.md``, PNGs.
+
+    Your own data and model: ``split=`` (a :class:`~fastunlearn.data.ForgetSplit`, e.g. from
+    ``ForgetSplit.from_datasets``) and ``model_fn=`` (zero arguments → a fresh model) replace
+    ``dataset``, ``model`` and ``forget`` (:mod:`fastunlearn.studies.user`; local executor)."""
     from fastunlearn.data import load_dataset
 
     study = get_study(name)
@@ -61,6 +67,14 @@ def run(name: str, config: StudyConfig | None = None, **options: Any) -> StudyRe
         config = StudyConfig(**options)
     elif options:
         raise ValueError("pass either a StudyConfig or keyword options, not both")
+    if split is not None:
+        from fastunlearn.studies.user import user_task
+
+        config = dataclasses.replace(config, **user_task(split, model_fn, config.executor,
+                                                         f"study {name!r}"))
+    elif model_fn is not None:
+        raise ValueError("model_fn= goes with split= (your own data); for a built-in dataset "
+                         "pass model=NAME")
     if not config.methods and study.default_methods:
         config.methods = study.default_methods
     study.parse_options(config.options)  # unknown keys and bad values fail before any work

@@ -27,7 +27,9 @@ class StudyConfig:
     """Options every study shares (``fastunlearn study NAME --help`` lists them).
 
     ``forget``: ``"class:NAME[,NAME]"``, ``"random:10%"`` or ``"random:500"`` (default: the
-    first class). ``methods``: registered method names (default: :data:`FAST_METHODS`).
+    first class), or a split spec mapping (a user split's forget indices; see
+    :mod:`fastunlearn.studies.user`). ``methods``: registered method names (default:
+    :data:`FAST_METHODS`).
     ``epochs``: training epochs of the original and retrained models; ``method_epochs``
     overrides every method's own ``epochs``; ``method_options`` maps a method to config
     overrides. ``seeds``: number of seeds (0 … seeds−1), each with its own original/retrain
@@ -42,7 +44,7 @@ class StudyConfig:
     model: str = "small_cnn"
     models: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
-    forget: str | None = None
+    forget: str | dict[str, Any] | None = None
     seeds: int = 1
     epochs: int = 5
     method_epochs: int | None = None
@@ -134,9 +136,14 @@ class StudyConfig:
         return asdict(self)
 
 
-def parse_forget(text: str, classes: Sequence[str] | None = None) -> dict[str, Any]:
+def parse_forget(text: str | Mapping[str, Any],
+                 classes: Sequence[str] | None = None) -> dict[str, Any]:
     """``"class:Coat,Shirt"`` → class spec; ``"random:10%"`` / ``"random:0.1"`` → fraction;
-    ``"random:500"`` → count. One-line ValueError otherwise."""
+    ``"random:500"`` → count; a spec mapping (``{"type": "indices", "ids": [...]}``, as a
+    user split's :func:`~fastunlearn.studies.user.user_forget_spec` gives, or any
+    ``class``/``random`` spec) is checked and returned. One-line ValueError otherwise."""
+    if isinstance(text, Mapping):
+        return _check_spec(dict(text), classes)
     kind, _, arg = text.partition(":")
     kind, arg = kind.strip().lower(), arg.strip()
     if kind == "class" and arg:
@@ -166,6 +173,44 @@ def parse_forget(text: str, classes: Sequence[str] | None = None) -> dict[str, A
             return {"type": "random", "count": int(value)}
         raise ValueError(f"bad forget spec {text!r}: use random:10%, random:0.1 or random:500")
     raise ValueError(f"bad forget spec {text!r}; use class:NAME[,NAME], random:10% or random:500")
+
+
+def _check_spec(spec: dict[str, Any], classes: Sequence[str] | None) -> dict[str, Any]:
+    kind = spec.get("type")
+    if kind == "indices":
+        ids = spec.get("ids")
+        if not isinstance(ids, (list, tuple)) or not ids or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise ValueError("an indices forget spec needs 'ids': a non-empty list of train "
+                             "indices (non-negative integers)")
+        return {"type": "indices", "ids": [int(i) for i in ids]}
+    if kind == "class":
+        names = spec.get("classes")
+        if not isinstance(names, (list, tuple)) or not names:
+            raise ValueError("a class forget spec needs 'classes': a non-empty list of names")
+        return parse_forget("class:" + ",".join(str(n) for n in names), classes)
+    if kind == "random":
+        if "fraction" in spec:
+            out = parse_forget(f"random:{spec['fraction']}", classes)
+        elif "count" in spec:
+            out = parse_forget(f"random:{spec['count']}", classes)
+        else:
+            raise ValueError("a random forget spec needs 'fraction' or 'count'")
+        if "seed" in spec:
+            out["seed"] = int(spec["seed"])
+        return out
+    raise ValueError(f"unknown forget spec type {kind!r}; expected class, random or indices")
+
+
+def forget_label(forget: str | Mapping[str, Any] | None) -> str:
+    """A short readable name of a forget setting (directory names, report headers)."""
+    if forget is None or isinstance(forget, str):
+        return str(forget)
+    if forget.get("type") == "indices":
+        return f"indices:{len(forget.get('ids', []))}"
+    if forget.get("type") == "class":
+        return "class:" + ",".join(str(c) for c in forget.get("classes", []))
+    return "random:" + str(forget.get("fraction", forget.get("count")))
 
 
 def default_forget(config: StudyConfig, data: Any) -> dict[str, Any]:

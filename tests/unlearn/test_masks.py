@@ -218,8 +218,8 @@ def test_saliency_input_errors(tiny_forget, call, match):
 # --- the methods' mask API runs on fastunlearn.kernels ----------------------------------------
 
 def test_masked_sgd_runs_the_kernel_and_supports_nesterov(monkeypatch):
-    from fastunlearn.kernels import masked_sgd
     from fastunlearn.engine import optim as masks_mod  # where MaskedSGD calls the kernel
+    from fastunlearn.kernels import masked_sgd
 
     calls = []
     real = masks_mod.masked_sgd_step
