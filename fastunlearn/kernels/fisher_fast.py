@@ -22,8 +22,10 @@ third-party class by its qualified name once its ``forward`` is checked; never a
 * ``linear`` — ``nn.Linear``: on ``[B, in]`` (called once) ``F_W = (g²)ᵀ (a²)`` — one matmul,
   since the per-sample gradient is rank one; on tokens (or several calls) per-sample ``bmm``.
 * ``conv`` — ``nn.Conv2d`` (any stride/padding/dilation/padding mode/groups): unfold + ``bmm``
-  per sample, or grouped ``convolution_backward`` for large maps.
-* ``norms`` — BatchNorm with running statistics, LayerNorm, GroupNorm: ``Σ g·x̂``, ``Σ g``;
+  per sample, or grouped ``convolution_backward`` for large maps; a conv with one output
+  position per sample: ``F_W = (g²)ᵀ (a²)`` on the unfolded column (rank one, like Linear).
+* ``norms`` — BatchNorm with running statistics (one batch-norm backward kernel with the
+  samples as channels), LayerNorm, GroupNorm: ``Σ g·x̂``, ``Σ g``;
   also timm's ``LayerNorm`` (its ViTs), ``LayerNorm2d`` (over channels), ``GroupNorm(1)``.
 * ``norm_act`` — timm ``BatchNormAct2d`` (MobileNet/EfficientNet): ``act(drop(BN(x)))``; the
   output gradient is taken back through the activation's derivative at the recomputed
