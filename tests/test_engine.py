@@ -219,3 +219,21 @@ def test_loop_detector_finds_a_plain_loop(tmp_path):
     f.write_text("def f(opt, loss, runner):\n    loss.backward()\n    opt.step()\n"
                  "    runner.step(loss)\n")
     assert [c.split(": ")[1] for c in _loop_calls(f)] == ["loss.backward()", "opt.step()"]
+
+
+def test_sgd_options_are_checked_once_for_every_method_config():
+    """Every method config with ``momentum`` / ``weight_decay`` rejects bad values through the
+    engine's one check (one line naming the method)."""
+    import dataclasses
+
+    from fastunlearn.unlearn import config_classes
+
+    checked = 0
+    for cls in config_classes().values():
+        names = {f.name for f in dataclasses.fields(cls)}
+        for field, bad in (("momentum", 1.0), ("weight_decay", -1.0)):
+            if field in names:
+                with pytest.raises(ValueError, match=f"{cls.method}: {field} must be"):
+                    cls(**{field: bad})
+                checked += 1
+    assert checked >= 20

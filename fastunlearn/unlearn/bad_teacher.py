@@ -30,7 +30,6 @@ from fastunlearn.engine.runner import StepRunner, check_schedule, steps_per_epoc
 from fastunlearn.inference import accuracy
 from fastunlearn.unlearn._losses import (
     check_fraction,
-    check_nonneg,
     concat_parts,
     frozen_copy,
     kl_to_probs,
@@ -70,7 +69,6 @@ class BadTeacherConfig(UnlearnConfig):
         if not self.temperature > 0:
             raise ValueError(f"bad_teacher: temperature must be > 0, got {self.temperature}")
         check_fraction(self.method, "retain_fraction", self.retain_fraction, closed=True)
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
         check_schedule(self.method, self.schedule)
 
 

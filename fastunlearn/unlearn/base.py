@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -11,6 +10,7 @@ from torch import nn
 
 from fastunlearn._device import model_device, resolve_device
 from fastunlearn.data.splits import ForgetSplit
+from fastunlearn.engine.optim import check_sgd_options
 from fastunlearn.kernels.compile import check_compile_mode
 
 
@@ -39,8 +39,9 @@ class UnlearnConfig:
             raise ValueError(
                 f"{self.method}: epochs must be a non-negative integer, got {self.epochs}"
             )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"{self.method}: lr must be a positive number, got {self.lr}")
+        # the SGD options, checked once here for every config that has them
+        check_sgd_options(self.method or "UnlearnConfig", self.lr,
+                          getattr(self, "momentum", 0.0), getattr(self, "weight_decay", 0.0))
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ValueError(
                 f"{self.method}: batch_size must be a positive integer, got {self.batch_size}"

@@ -78,9 +78,6 @@ class BoundaryShrinkConfig(UnlearnConfig):
             raise ValueError(f"boundary_shrink: epsilon must be > 0, got {self.epsilon}")
         check_positive_int(m, "attack_steps", self.attack_steps)
         check_nonneg(m, "retain_weight", self.retain_weight)
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"boundary_shrink: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(m, "weight_decay", self.weight_decay)
         check_schedule(m, self.schedule)
         check_guard_fields(
             m, self.probe_size, self.check_every, self.collapse_fraction, self.target_forget_acc

@@ -39,7 +39,6 @@ from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.runner import StepRunner, run_epochs, steps_per_epoch
-from fastunlearn.unlearn._losses import check_nonneg
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
@@ -64,9 +63,6 @@ class CTConfig(UnlearnConfig):
         super().__post_init__()
         if self.epochs < 1:
             raise ValueError("ct: epochs must be ≥ 1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"ct: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
 
 
 @torch.no_grad()

@@ -74,8 +74,6 @@ class DeleteConfig(UnlearnConfig):
         super().__post_init__()
         if self.epochs < 1:
             raise ValueError("delete: epochs must be ≥ 1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"delete: momentum must be in [0, 1), got {self.momentum}")
         if self.mask not in _MASKS:
             raise ValueError(f"delete: mask must be one of {_MASKS}, got {self.mask!r}")
 

@@ -31,7 +31,6 @@ from torch import nn
 
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, finish_guarded
-from fastunlearn.engine.optim import check_sgd_options
 from fastunlearn.engine.rng import seed_everything
 from fastunlearn.engine.runner import StepRunner, run_epochs
 from fastunlearn.unlearn._registry import register_method
@@ -68,7 +67,6 @@ class GAConfig(UnlearnConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_sgd_options("ga", self.lr, self.momentum, self.weight_decay)
         check_guard_fields("ga", self.probe_size, self.check_every, self.collapse_fraction,
                            self.target_forget_acc)
         check_mask_option("ga", self.mask, self.mask_sparsity)

@@ -48,9 +48,6 @@ class L1SparseConfig(UnlearnConfig):
         if self.epochs < 1:
             raise ValueError("l1_sparse: epochs must be ≥ 1")
         check_nonneg(self.method, "alpha", self.alpha)
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"l1_sparse: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
         check_schedule(self.method, self.schedule)
 
 

@@ -52,7 +52,7 @@ from fastunlearn._modes import eval_mode
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.runner import StepRunner, run_epochs, steps_per_epoch
-from fastunlearn.unlearn._losses import check_fraction, check_nonneg, sample_part
+from fastunlearn.unlearn._losses import check_fraction, sample_part
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 
@@ -82,9 +82,6 @@ class MSGConfig(UnlearnConfig):
         super().__post_init__()
         if self.epochs < 1:
             raise ValueError("msg: epochs must be ≥ 1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"msg: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
         check_fraction(self.method, "init_rate", self.init_rate, closed=True)
         check_fraction(self.method, "damp", self.damp, closed=True)
 

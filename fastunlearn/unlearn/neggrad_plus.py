@@ -27,7 +27,7 @@ from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, finish_guarded
 from fastunlearn.engine.rng import seed_everything
 from fastunlearn.engine.runner import StepRunner, check_schedule, cycle_batches, steps_per_epoch
-from fastunlearn.unlearn._losses import check_fraction, check_nonneg
+from fastunlearn.unlearn._losses import check_fraction
 from fastunlearn.unlearn._registry import register_method
 from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, method_device
 from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density, masks_for_config
@@ -64,9 +64,6 @@ class NegGradPlusConfig(UnlearnConfig):
         if self.epochs < 1:
             raise ValueError("neggrad_plus: epochs must be ≥ 1")
         check_fraction(self.method, "beta", self.beta)
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"neggrad_plus: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
         check_schedule(self.method, self.schedule)
         check_guard_fields(
             self.method, self.probe_size, self.check_every, self.collapse_fraction,

@@ -36,7 +36,6 @@ from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.rng import seed_everything
 from fastunlearn.engine.runner import StepRunner, check_schedule, run_epochs, steps_per_epoch
 from fastunlearn.unlearn._losses import (
-    check_nonneg,
     check_positive_int,
     concat_parts,
     random_wrong_labels,
@@ -76,9 +75,6 @@ class RLOptions(UnlearnConfig):
         m = self.method
         if self.epochs < 1:
             raise ValueError(f"{m}: epochs must be ≥ 1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"{m}: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(m, "weight_decay", self.weight_decay)
         check_schedule(m, self.schedule)
         check_positive_int(m, "retain_per_epoch", self.retain_per_epoch, allow_none=True)
         if self.rl_order not in RL_ORDERS:

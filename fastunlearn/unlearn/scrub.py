@@ -85,9 +85,6 @@ class SCRUBConfig(UnlearnConfig):
         if self.max_forget_kl is not None and not self.max_forget_kl > 0:
             raise ValueError(f"scrub: max_forget_kl must be > 0 or None, got {self.max_forget_kl}")
         check_positive_int(m, "retain_per_epoch", self.retain_per_epoch, allow_none=True)
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"scrub: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(m, "weight_decay", self.weight_decay)
         check_schedule(m, self.schedule)
 
 

@@ -93,9 +93,6 @@ class SFROnConfig(UnlearnConfig):
         super().__post_init__()
         if self.epochs < 1:
             raise ValueError("sfr_on: epochs must be ≥ 1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"sfr_on: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
         check_schedule(self.method, self.schedule)
         check_positive_int(self.method, "forget_every", self.forget_every)
         check_nonneg(self.method, "forget_alpha", self.forget_alpha)

@@ -68,9 +68,6 @@ class TwoStageConfig(UnlearnConfig):
         check_nonneg(self.method, "contrast_weight", self.contrast_weight)
         if not self.temperature > 0:
             raise ValueError(f"two_stage: temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"two_stage: momentum must be in [0, 1), got {self.momentum}")
-        check_nonneg(self.method, "weight_decay", self.weight_decay)
         check_schedule(self.method, self.schedule)
         if self.epochs == 0 and self.stage1_steps == 0:
             raise ValueError("two_stage: epochs and stage1_steps cannot both be 0")

@@ -101,8 +101,6 @@ class ZeroShotConfig(UnlearnConfig):
                              f"{self.forget_loss!r}")
         if not 0 <= self.beta <= 1:
             raise ValueError(f"zero_shot: beta must be in [0, 1], got {self.beta}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"zero_shot: momentum must be in [0, 1), got {self.momentum}")
         if self.impressions_per_class < 1 or self.impression_steps < 0:
             raise ValueError("zero_shot: impressions_per_class must be ≥ 1 and "
                              "impression_steps ≥ 0")
