@@ -131,20 +131,21 @@ def finish_guarded(model: nn.Module, runner: StepRunner, guard: ForgetGuard,
 
 
 def check_guard_fields(method: str, probe_size: int, check_every: int, collapse: float,
-                       target: float | str | None) -> None:
-    """Validation of the guard options of a config (one-line ValueErrors)."""
+                       target: float | str | None, *, allow_auto: bool = True) -> None:
+    """Validation of the guard options of a config (one-line ValueErrors); ``allow_auto``:
+    whether ``target_forget_acc="auto"`` (a validation-probe target) is meaningful."""
     for name, value in (("probe_size", probe_size), ("check_every", check_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{method}: {name} must be a positive integer, got {value!r}")
     if isinstance(collapse, bool) or not isinstance(collapse, (int, float)) or not (
             0 < collapse < 1):
         raise ValueError(f"{method}: collapse_fraction must be in (0, 1), got {collapse!r}")
-    if target is not None and target != "auto" and not (
+    if target is not None and not (target == "auto" and allow_auto) and not (
         isinstance(target, (int, float)) and not isinstance(target, bool) and 0 <= target <= 100
     ):
-        raise ValueError(
-            f"{method}: target_forget_acc must be 'auto', a percentage in [0, 100] or None"
-        )
+        what = "'auto', a percentage" if allow_auto else "a percentage"
+        raise ValueError(f"{method}: target_forget_acc must be {what} in [0, 100] or None, "
+                         f"got {target!r}")
 
 
 #: a method "collapsed" the retained classes when their validation accuracy kept less than

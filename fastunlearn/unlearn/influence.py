@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from fastunlearn.data.base import DataPart
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.engine.guards import ForgetGuard, is_divergence
+from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, is_divergence
 from fastunlearn.engine.rng import seed_everything
 from fastunlearn.kernels.fisher import per_sample_grads
 from fastunlearn.unlearn._registry import register_method
@@ -102,11 +102,8 @@ class InfluenceConfig(UnlearnConfig):
         if not self.start_step > 0 or self.max_doublings < 0 or self.refine_steps < 0:
             raise ValueError("influence: start_step must be > 0, max_doublings and "
                              "refine_steps ≥ 0")
-        t = self.target_forget_acc
-        if t is not None and t != "auto" and not (isinstance(t, (int, float)) and 0 <= t <= 100):
-            raise ValueError("influence: target_forget_acc must be 'auto', a percentage or None")
-        if self.probe_size < 1 or not 0 < self.collapse_fraction < 1:
-            raise ValueError("influence: probe_size must be ≥ 1 and collapse_fraction in (0, 1)")
+        check_guard_fields("influence", self.probe_size, 1, self.collapse_fraction,
+                           self.target_forget_acc)
 
 
 def _forget_gradient(model: nn.Module, part: DataPart, batch_size: int,

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from fastunlearn.data.base import ImageDataset
 from fastunlearn.data.splits import ForgetSplit
-from fastunlearn.engine.guards import ForgetGuard, finish_guarded
+from fastunlearn.engine.guards import ForgetGuard, check_guard_fields, finish_guarded
 from fastunlearn.engine.rng import seed_everything
 from fastunlearn.engine.runner import StepRunner
 from fastunlearn.unlearn._registry import register_method
@@ -111,14 +111,10 @@ class ZeroShotConfig(UnlearnConfig):
                              f"{self.impression_confidence}")
         if self.impression_l2 < 0:
             raise ValueError(f"zero_shot: impression_l2 must be ≥ 0, got {self.impression_l2}")
-        t = self.target_forget_acc
-        if t is not None and not 0 <= t <= 100:
-            raise ValueError(f"zero_shot: target_forget_acc must be a percentage or None, got {t}")
-        if self.check_every < 1:
-            raise ValueError(f"zero_shot: check_every must be ≥ 1, got {self.check_every}")
-        if not 0 < self.collapse_fraction < 1:
-            raise ValueError(f"zero_shot: collapse_fraction must be in (0, 1), got "
-                             f"{self.collapse_fraction}")
+        # data-free: its guard probes the impressions, so "auto" (a validation target) has no
+        # meaning here
+        check_guard_fields("zero_shot", 1, self.check_every, self.collapse_fraction,
+                           self.target_forget_acc, allow_auto=False)
 
 
 def _pixel_range(data: ImageDataset,
