@@ -40,7 +40,6 @@ import datetime as dt
 import gc
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -53,6 +52,8 @@ from typing import Any
 import bench_fisher_fast as providers  # this folder is sys.path[0] when run as a script
 import torch
 from torch import Tensor, nn
+
+from fastunlearn._device import cpu_model_name, slug
 
 SUITE = "fisher-protocol"
 BASELINE = "fwd+bwd"
@@ -141,25 +142,10 @@ def _modes(model: nn.Module) -> list[bool]:
     return [m.training for m in model.modules()]
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def default_out(device: torch.device, threads: int) -> Path:
     """``benchmarks/results/fisher-protocol-<cpu or gpu>-<n>threads.csv``."""
-    name = (_slug(torch.cuda.get_device_name(device)) if device.type == "cuda"
-            else f"{_slug(_cpu_name())}-{threads}threads")
+    name = (slug(torch.cuda.get_device_name(device)) if device.type == "cuda"
+            else f"{slug(cpu_model_name())}-{threads}threads")
     return Path(__file__).parent / "results" / f"fisher-protocol-{name}.csv"
 
 
@@ -273,7 +259,7 @@ def make_rows(name: str, case: Case, records: list[dict[str, Any]], errs: dict[s
         secs.setdefault(rec["provider"], []).append(rec["seconds"])
     stamp = dt.datetime.now().isoformat(timespec="seconds")
     n_rounds = len(base)
-    cpu_name = _cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    cpu_name = cpu_model_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
     rows = []
     for rec in records:
         p = rec["provider"]

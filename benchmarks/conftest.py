@@ -26,7 +26,6 @@ import csv
 import datetime as _dt
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ from typing import Any
 import pytest
 import torch
 
+from fastunlearn._device import slug
 from fastunlearn._timing import measure
 
 RESULTS = Path(__file__).parent / "results"
@@ -79,14 +79,10 @@ def bench_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
 def device_name() -> str:
     """``cpu-<n>threads`` or the CUDA device name slugified (``nvidia-h100-80gb-hbm3``)."""
     if torch.cuda.is_available():
-        return _slug(torch.cuda.get_device_name(0))
+        return slug(torch.cuda.get_device_name(0))
     return f"cpu-{bench_threads()}threads"
 
 

@@ -69,3 +69,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (temp file + fsync + rename), with the
     permissions the umask gives a new file."""
     commit(stage(path, data), path)
+
+
+def jsonable(obj: object) -> object:
+    """``obj`` with dict keys as strings, tuples as lists and NaN/inf as None (valid JSON for
+    ``metrics.json`` and the CLI's ``--json``)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -20,6 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
+
+from fastunlearn._atomic import jsonable
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -396,7 +397,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _print_metrics(metrics: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(_jsonable(metrics), sort_keys=False))
+        print(json.dumps(jsonable(metrics), sort_keys=False))
         return
     for k, v in metrics.items():
         if isinstance(v, dict):
@@ -411,14 +412,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.2f}" if abs(v) >= 1 or v == 0 else f"{v:.4g}"
     return str(v)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # --------------------------------------------------------------------------------- commands

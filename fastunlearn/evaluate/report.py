@@ -28,8 +28,6 @@ import html
 import json
 import logging
 import math
-import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastunlearn._atomic import atomic_write_bytes, jsonable
+from fastunlearn._device import machine_description  # noqa: F401 (one definition, re-exported)
 from fastunlearn.data.base import ImageDataset
 from fastunlearn.data.splits import ForgetSplit, split_from_spec
 from fastunlearn.evaluate.core import EvalConfig, Evaluator, cost_of
@@ -142,15 +142,6 @@ def _demo_times(run_dir: Path) -> dict[str, float]:
         return {}
     return {str(r["model"]): float(r["time_s"]) for r in rows
             if isinstance(r, dict) and "model" in r and isinstance(r.get("time_s"), (int, float))}
-
-
-def machine_description(device: torch.device) -> str:
-    """E.g. ``CPU (x86_64, 1 torch thread, 2 cores)`` or the CUDA device name."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    n = torch.get_num_threads()
-    threads = f"{n} torch thread{'s' if n != 1 else ''}"
-    return f"CPU ({platform.machine()}, {threads}, {os.cpu_count()} cores)"
 
 
 # --------------------------------------------------------------------------------- tables
@@ -345,7 +336,8 @@ def write_report(
         "models": {e.name: {"role": e.role, "method": e.method, "arch": e.arch,
                             "path": e.path.name, "metrics": metrics[e.name]} for e in entries},
     }
-    (out_dir / "metrics.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+    atomic_write_bytes(out_dir / "metrics.json",
+                       (json.dumps(jsonable(summary), indent=2) + "\n").encode())
 
     lines = [
         f"# Unlearning report: {_md(run_dir.name)}",
@@ -370,18 +362,8 @@ def write_report(
             for caption, fname in imgs:
                 lines.append(_image(caption, fname) + "\n")
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines))
+    atomic_write_bytes(report, "\n".join(lines).encode())
     return report
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _make_figures(out_dir: Path, entries: list[RunEntry], orig: RunEntry | None,

@@ -39,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -51,6 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fastunlearn._device import cpu_model_name
 from fastunlearn._modes import preserve_modes
 
 log = logging.getLogger(__name__)
@@ -165,14 +165,7 @@ def forget_compile_decisions() -> None:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    cpu = platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    return f"{device.type}:{cpu}:threads={torch.get_num_threads()}"
+    return f"{device.type}:{cpu_model_name()}:threads={torch.get_num_threads()}"
 
 
 def _architecture(model: nn.Module) -> str:

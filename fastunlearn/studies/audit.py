@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastunlearn._device import slug
 from fastunlearn.studies.executors import _dispatch, progress_callbacks
 from fastunlearn.studies.keys import DO_NOTHING, RESULT_FILE, digest, write_json_atomic
 from fastunlearn.studies.pool import (
@@ -546,8 +547,8 @@ def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any
         forget["seed"] = config.seed
     task = Task(config.dataset, config.model, forget, config.train, int(config.shadows),
                 int(config.seed))
-    out = Path(config.out or f"runs/audit/{_slug(config.dataset)}-"
-                              f"{_slug(forget_label(config.forget))}")
+    out = Path(config.out or f"runs/audit/{slug(config.dataset)}-"
+                              f"{slug(forget_label(config.forget))}")
     pool = Path(config.pool) if config.pool else out.parent / "pool"
     out.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)
@@ -623,10 +624,6 @@ def _mark_do_nothing(rows: list[dict[str, Any]]) -> None:
         r["beats_do_nothing"] = bool(
             r["forget_score"] > base["forget_score"] + BEAT_MARGIN
             and abs(r["ulira_auc"] - 0.5) < abs(base["ulira_auc"] - 0.5) - BEAT_MARGIN)
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
 def load_audit(out: str | Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import torch
 
+from fastunlearn._atomic import atomic_write_bytes, jsonable
 from fastunlearn._device import resolve_device
 from fastunlearn.checkpoint import load_checkpoint, save_checkpoint
 from fastunlearn.data import DatasetNotFoundError, forget_classes, load_dataset
@@ -171,8 +172,9 @@ def run_demo(
     total = time.perf_counter() - t_start
     table += f"\nTotal demo wall time: {total:.0f} s on {_machine(device)}.\n"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "total_s": total}, indent=2))
+    atomic_write_bytes(out / "results.md", table.encode())
+    atomic_write_bytes(out / "results.json",
+                       json.dumps(jsonable({"rows": rows, "total_s": total}), indent=2).encode())
     return table
 
 
