@@ -38,6 +38,10 @@ used for selection; those rows carry ``phase=evaluation`` in the CSV.
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/tune_on_val.py \
         [--methods ft,ga,...] [--train-size N] [--evaluate] [--out ...csv]
+    # noise floor: the default points rerun with seeds 1, 2, appended (phase=seed)
+    ... tune_on_val.py --train-size N --methods ft,ga --seed-spread 1,2
+    # transfer: default vs the selection of a sweep (CSV), here on all 60 000 images (val only)
+    ... tune_on_val.py --methods ft,rl --transfer-from benchmarks/results/tune_on_val.csv
 
 The original is loaded from ``runs/tune/original[-N].safetensors`` when present, else trained
 and saved there. Every run is one CSV row (``benchmarks/results/tune_on_val.csv``).
@@ -307,20 +311,77 @@ def make_splits(data: Any) -> dict[str, ForgetSplit]:
             SETTINGS[1]: fu.forget_random(data, fraction=0.1, seed=0)}
 
 
+def seed_spread(original: nn.Module, splits: Mapping[str, ForgetSplit], methods: Sequence[str],
+                seeds: Sequence[int], common: Mapping[str, Any],
+                report: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """The noise floor of the val gap: each method's *default* point rerun with other
+    ``seeds`` (shuffling, random labels …; same original and split), scored like the sweep.
+    Validation data only; rows carry ``phase=seed``."""
+    rows = []
+    for method in methods:
+        default = next(p for p in grid(method) if p.is_default)
+        for setting, split in splits.items():
+            if method in CLASS_ONLY and split.kind != "class":
+                continue
+            ref = val_reference(original, split)
+            for seed in seeds:
+                res = fu.unlearn(original, split, make_config(method, seed=seed, **common))
+                rows.append({"phase": "seed", "method": method, "setting": setting,
+                             "point": f"{default.label}, seed {seed}", "is_default": True,
+                             "lr": default.lr, "epochs": default.epochs, **ref,
+                             **val_terms(res.model, split, ref), "seconds": res.rte_s})
+                if report is not None:
+                    report(rows[-1])
+    return rows
+
+
+def transfer_check(original: nn.Module, splits: Mapping[str, ForgetSplit], sweep: Sweep,
+                   methods: Sequence[str], common: Mapping[str, Any],
+                   report: Callable[[dict[str, Any]], None] | None = None,
+                   ) -> list[dict[str, Any]]:
+    """Does a val-selected point carry over to another setting (e.g. the full training set)?
+    For each method of ``methods`` whose selection in ``sweep`` differs from its default, run
+    both points on ``splits`` (with ``original``) and score them with the val gap — validation
+    data only; rows carry ``phase=transfer``."""
+    rows = []
+    for method in methods:
+        default, best = sweep.proposed(method)
+        if best is default:
+            continue
+        for setting, split in splits.items():
+            if method in CLASS_ONLY and split.kind != "class":
+                continue
+            ref = val_reference(original, split)
+            for p in (default, best):
+                res = fu.unlearn(original, split, p.config(**common))
+                rows.append({"phase": "transfer", "method": method, "setting": setting,
+                             "point": p.label, "is_default": p.is_default, "lr": p.lr,
+                             "epochs": p.epochs, **ref, **val_terms(res.model, split, ref),
+                             "seconds": res.rte_s})
+                if report is not None:
+                    report(rows[-1])
+    return rows
+
+
 def evaluate_on_test(original: nn.Module, splits: Mapping[str, ForgetSplit], sweep: Sweep,
                      methods: Sequence[str], common: Mapping[str, Any],
                      report: Callable[[dict[str, Any]], None] | None = None,
                      ) -> list[dict[str, Any]]:
     """EVALUATION ONLY, after the sweep: per setting a retrain (``RetrainConfig`` defaults),
     then the default and the val-selected point of each method judged on the test part with
-    ``fu.evaluate`` (Avg-Gap to the retrain). Nothing here feeds back into the selection."""
-    from fastunlearn.evaluate import evaluate
+    ``fu.evaluate``'s metrics (Avg-Gap to the retrain; one ``Evaluator`` per split, so the
+    retrain's outputs and attacks are computed once). Nothing here feeds back into the
+    selection."""
+    from fastunlearn.evaluate.core import EvalConfig, Evaluator
 
     rows = []
     for setting, split in splits.items():
+        ref = val_reference(original, split)
+        ev = Evaluator(split, EvalConfig(cka=False))
         gold = fu.unlearn(original, split, make_config("retrain", **common))
-        g = evaluate(gold.model, split, cka=False)
-        rows.append(_eval_row("retrain", setting, "retrain", True, "", "", g, gold.rte_s))
+        g = ev.evaluate(gold.model)
+        rows.append(_eval_row("retrain", setting, "retrain", True, "", "", g, gold.rte_s,
+                              val_terms(gold.model, split, ref)))
         if report:
             report(rows[-1])
         for method in methods:
@@ -329,9 +390,10 @@ def evaluate_on_test(original: nn.Module, splits: Mapping[str, ForgetSplit], swe
             default, best = sweep.proposed(method)
             for p in ([default] if best is default else [default, best]):
                 model = _model_of(original, sweep, method, setting, p, split, common)
-                m = evaluate(model, split, retrained=gold, cka=False)
+                m = ev.evaluate(model, retrained=gold.model)
+                ev.release(model)
                 rows.append(_eval_row(method, setting, p.label, p.is_default, p.lr, p.epochs, m,
-                                      ""))
+                                      "", val_terms(model, split, ref)))
                 if report:
                     report(rows[-1])
     return rows
@@ -350,8 +412,9 @@ def _model_of(original: nn.Module, sweep: Sweep, method: str, setting: str, p: P
 
 
 def _eval_row(method: str, setting: str, label: str, is_default: bool, lr: Any, epochs: Any,
-              m: Mapping[str, Any], seconds: Any) -> dict[str, Any]:
-    return {"phase": "evaluation", "method": method, "setting": setting, "point": label,
+              m: Mapping[str, Any], seconds: Any, val: Mapping[str, float]) -> dict[str, Any]:
+    # the val terms of the evaluated model: a rerun of a swept point reproduces its val gap
+    return {**val, "phase": "evaluation", "method": method, "setting": setting, "point": label,
             "is_default": is_default, "lr": lr, "epochs": epochs,
             "forget_acc": m["forget_acc"], "test_forget_acc": m["test_forget_acc"],
             "test_retain_acc": m["test_retain_acc"], "test_acc": m["test_acc"],
@@ -359,8 +422,34 @@ def _eval_row(method: str, setting: str, label: str, is_default: bool, lr: Any, 
             "seconds": seconds}
 
 
+_FLOATS = ("forget_acc", "val_forget_acc", "val_retain_acc", "val_acc", "orig_val_retain_acc",
+           "orig_val_acc", "retain_ref", "term_forget", "term_retain", "val_gap", "seconds")
+
+
+def load_sweep(path: Path) -> Sweep:
+    """The sweep recorded in a CSV of this script (its ``phase=tune`` rows), for a later
+    ``--evaluate-only``. ``lr`` / ``epochs`` are taken from the grid point of each row's
+    label (the grid is read from the config defaults, so it is the same grid)."""
+    with Path(path).open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["phase"] == "tune"]
+    if not rows:
+        raise ValueError(f"{path} holds no tune rows")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    points = {m: grid(m) for m in methods}
+    out = []
+    for r in rows:
+        p = next((q for q in points[r["method"]] if q.label == r["point"]), None)
+        if p is None:
+            raise ValueError(f"{path}: {r['method']} point {r['point']!r} is not in its grid")
+        row: dict[str, Any] = {k: v for k, v in r.items() if k in FIELDS}
+        row.update({k: float(r[k]) if r[k] != "" else math.nan for k in _FLOATS},
+                   is_default=p.is_default, lr=p.lr, epochs=p.epochs)
+        out.append(row)
+    return Sweep(out, points)
+
+
 def _round(v: object) -> object:
-    return round(v, 4) if isinstance(v, float) else v
+    return float(f"{v:.6g}") if isinstance(v, float) else v
 
 
 def _fmt_row(r: Mapping[str, Any]) -> str:
@@ -409,6 +498,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     help="class-balanced training subset of Fashion-MNIST (0 = all 60 000)")
     ap.add_argument("--evaluate", action="store_true",
                     help="after the sweep: test-set Avg-Gap of default vs val-selected")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="no sweep: read the tune rows of --out, rewrite them and append the "
+                         "evaluation of default vs val-selected (as --evaluate)")
+    ap.add_argument("--transfer-from", default="",
+                    help="a CSV of an earlier sweep: instead of the sweep, run the default and "
+                         "that sweep's val-selected point of --methods here (e.g. on all "
+                         "60 000 training images) and append the rows (phase=transfer)")
+    ap.add_argument("--seed-spread", default="",
+                    help="comma-separated seeds: instead of the sweep, rerun the default point "
+                         "of --methods with these seeds and append the rows (phase=seed)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/tune_on_val.csv"))
     args = ap.parse_args(argv)
     methods = list(CORE_METHODS) if args.methods == "core" else [
@@ -435,20 +534,40 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with out.open("w", newline="") as fh:
+    seeds = [int(x) for x in args.seed_spread.split(",") if x.strip()]
+    source = load_sweep(Path(args.transfer_from)) if args.transfer_from else None
+    append = (bool(seeds) or source is not None) and out.exists()
+    prior = load_sweep(out) if args.evaluate_only else None
+    with out.open("a" if append else "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
+        if not append:
+            w.writeheader()
+        if prior is not None:
+            w.writerows({k: _round(r.get(k, "")) for k in FIELDS} for r in prior.rows)
 
         def write(row: dict[str, Any]) -> None:
             w.writerow({k: _round({**row, **meta}.get(k, "")) for k in FIELDS})
             fh.flush()
             print(f"{time.perf_counter() - t0:7.0f}s {_fmt_row(row)}", flush=True)
 
-        sweep = tune(original, splits, methods, common=common, keep_models=args.evaluate,
-                     report=write)
+        if source is not None:
+            transfer_check(original, splits, source, [m for m in methods if m in source.points],
+                           common, report=write)
+            print(f"appended to {out} ({time.perf_counter() - t0:.0f}s)")
+            return out
+        if seeds:
+            seed_spread(original, splits, methods, seeds, common, report=write)
+            print(f"appended to {out} ({time.perf_counter() - t0:.0f}s)")
+            return out
+        if prior is not None:
+            sweep = prior
+            methods = [m for m in methods if m in sweep.points]
+        else:
+            sweep = tune(original, splits, methods, common=common, keep_models=args.evaluate,
+                         report=write)
         print("\nval-selected vs default (selection used validation data only):")
         print(summary(sweep, methods), flush=True)
-        if args.evaluate:
+        if args.evaluate or args.evaluate_only:
             print("\nEVALUATION (test set; not used for selection):", flush=True)
             evaluate_on_test(original, splits, sweep, methods, common, report=write)
     print(f"wrote {out} ({time.perf_counter() - t0:.0f}s)")

@@ -4,6 +4,7 @@ gap, and selects the argmin; the grid is read from the config dataclasses."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib
 from pathlib import Path
@@ -90,7 +91,8 @@ def test_grid_reads_the_config_defaults(tov: ModuleType) -> None:
 
 
 def test_tuning_reads_no_test_image_and_selects_the_argmin(
-        tov: ModuleType, digits, digits_original, monkeypatch: pytest.MonkeyPatch) -> None:
+        tov: ModuleType, digits, digits_original, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
     plain = forget_classes(digits, ["3"])
     store = GuardedImages(digits.test_images, plain.val.indices)
     data = dataclasses.replace(digits, test_images=store)
@@ -133,3 +135,14 @@ def test_tuning_reads_no_test_image_and_selects_the_argmin(
     default, best = sweep.proposed("ft")
     gaps = sweep.mean_gaps("ft")
     assert default.is_default and gaps[best.label] == min(gaps.values())
+
+    # the CSV round trip (--evaluate-only / --transfer-from read it back) keeps the choice
+    path = tmp_path / "sweep.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=tov.FIELDS)
+        w.writeheader()
+        w.writerows({k: tov._round(r.get(k, "")) for k in tov.FIELDS} for r in sweep.rows)
+    back = tov.load_sweep(path)
+    assert [r["val_gap"] for r in back.rows] == pytest.approx(
+        [r["val_gap"] for r in sweep.rows], abs=1e-3)
+    assert back.proposed("ft")[1].label == best.label
