@@ -113,10 +113,14 @@ def header(study: Study, ctx: StudyContext) -> str:
     machine = ctx.results[0].get("machine", "?") if ctx.results else "?"
     models = ", ".join(cfg.models) if cfg.models else cfg.model
     c = ctx.counts
+    # the methods the study actually ran (a study may pick its own default list)
+    ran = list(dict.fromkeys(r["method"] for r in ctx.results
+                             if r.get("method") not in ("retrain", DO_NOTHING)))
     return (
         f"# Study `{study.name}`\n\n**Question.** {study.question}\n\n"
         f"**Setup.** dataset `{cfg.dataset}`, model(s) `{models}`, methods "
-        f"{', '.join(f'`{m}`' for m in cfg.method_list())}; originals and gold retrains trained "
+        f"{', '.join(f'`{m}`' for m in ran or cfg.method_list())}; originals and gold "
+        "retrains trained "
         f"{cfg.epochs} epoch(s); {cfg.seeds} seed(s) (mean ± 95 % CI, Student t, when > 1); "
         f"executor `{cfg.executor}`; machine: {machine}. {c['runs']} runs ({c['ran']} run now, "
         f"{c['skipped']} reused from an earlier invocation; {c['pool_trained']} pool models "

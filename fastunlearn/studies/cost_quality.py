@@ -134,8 +134,10 @@ class CostQuality:
         front = pareto_front(pts)
         q_nothing = _quality(nothing, quality, gold_row) if nothing else math.nan
         for r in methods:
-            r["_beats"] = (math.isfinite(r["_q"]) and math.isfinite(q_nothing)
-                           and r["_q"] < q_nothing)
+            paired = (_paired_beats(ctx.rows, r["method"]) if quality == "avg_gap"
+                      else None)
+            r["_beats"] = paired if paired is not None else (
+                math.isfinite(r["_q"]) and math.isfinite(q_nothing) and r["_q"] < q_nothing)
         on_front = {methods[i]["method"] for i in front}
 
         fig, ax = figure()
@@ -202,8 +204,12 @@ class CostQuality:
                      "The retrain row of the audit is retrain vs an independent retrain — the "
                      "best a method can score with this N. Full audit: `audit/report.md`.\n\n")
         losers = [r["method"] for r in methods if not r["_beats"]]
+        paired = quality == "avg_gap" and ctx.config.seeds > 1
         if nothing and losers:
-            text += ("Not better than doing nothing on this quality axis: "
+            text += ("Not better than doing nothing on this quality axis"
+                     + (" (the 95 % CI of the per-seed Avg-Gap improvement over the do-nothing "
+                        "row, same original and gold model, does not lie above 0)"
+                        if paired else "") + ": "
                      + ", ".join(f"`{m}`" for m in losers) + ".\n\n")
         text += "## Answer\n\n" + _answer(methods, front, pts, QUALITY[quality][1]) + "\n"
         return text
@@ -217,6 +223,27 @@ def _methods(config: StudyConfig, forget: dict[str, Any]) -> tuple[str, ...]:
     class_only = ("zero_shot", "delete")
     return tuple(m for m in COST_QUALITY_METHODS
                  if forget.get("type") == "class" or m not in class_only)
+
+
+def _paired_beats(rows: Sequence[dict[str, Any]], method: str) -> bool | None:
+    """With ≥ 2 seeds: does ``method`` beat doing nothing on Avg-Gap, paired by seed (the same
+    original and gold model) — the 95 % CI of the per-seed improvement lies above 0? None with
+    fewer seeds (the caller then compares the means)."""
+    from fastunlearn.studies.tables import mean_ci
+
+    gap: dict[tuple[str, Any], float] = {}
+    for r in rows:
+        try:
+            gap[(r["method"], r.get("seed"))] = float(r["avg_gap"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    seeds = [s for (m, s) in gap if m == method and (DO_NOTHING, s) in gap]
+    diffs = [gap[(DO_NOTHING, s)] - gap[(method, s)] for s in seeds]
+    diffs = [d for d in diffs if math.isfinite(d)]
+    if len(diffs) < 2:
+        return None
+    mean, half, _ = mean_ci(diffs)
+    return bool(mean - half > 0)
 
 
 def _audit(ctx: StudyContext, shadows: int) -> dict[str, dict[str, Any]]:

@@ -58,3 +58,20 @@ def test_machine_is_the_report_commands_description():
 
     assert machine("cpu") == machine_description(torch.device("cpu"))
     assert machine("cpu").startswith("CPU (") and "torch thread" in machine("cpu")
+
+
+def test_paired_beats_do_nothing_needs_a_consistent_per_seed_improvement():
+    """cost-quality's ✓ with several seeds: the per-seed Avg-Gap improvement over doing
+    nothing (same original and gold model) must have its 95 % CI above 0."""
+    from fastunlearn.studies.cost_quality import _paired_beats
+
+    nothing = [6.8, 6.2, 7.3]
+
+    def rows(method_gaps):
+        return ([{"method": "original", "seed": s, "avg_gap": g} for s, g in enumerate(nothing)]
+                + [{"method": "m", "seed": s, "avg_gap": g} for s, g in enumerate(method_gaps)])
+
+    assert _paired_beats(rows([3.0, 2.9, 3.1]), "m") is True         # clearly better
+    assert _paired_beats(rows([6.79, 6.21, 7.29]), "m") is False     # 0.003 better: noise
+    assert _paired_beats(rows([7.0, 5.0, 7.4]), "m") is False        # better on average only
+    assert _paired_beats(rows([3.0]), "m") is None                   # one seed: no pairing
