@@ -114,7 +114,7 @@ def header(study: Study, ctx: StudyContext) -> str:
     models = ", ".join(cfg.models) if cfg.models else cfg.model
     c = ctx.counts
     # the methods the study actually ran (a study may pick its own default list)
-    ran = list(dict.fromkeys(r["method"] for r in ctx.results
+    ran = list(dict.fromkeys(r["method"] for r in ctx.rows
                              if r.get("method") not in ("retrain", DO_NOTHING)))
     return (
         f"# Study `{study.name}`\n\n**Question.** {study.question}\n\n"
