@@ -58,7 +58,7 @@ def table(study_dir: Path, audit_dir: Path) -> tuple[str, dict]:
     if path.exists():
         audit = {r["method"]: r for r in json.loads(path.read_text())["rows"]}
     order = sorted(rows, key=lambda r: (r["method"] != "retrain", _f(r.get("avg_gap_mean"))))
-    head = ["method", "seeds", "Avg-Gap", "UA (forget acc)", "RA", "TA", "MIA-Eff.",
+    head = ["method", "seeds", "Avg-Gap", "forget acc", "RA", "TA", "MIA-Eff.",
             "× retrain", "forget score", "U-LiRA AUC", "probe %"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in order:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     for title, study, aud in SETTINGS.values():
         text, _ = table(Path(study), Path(aud))
         parts.append(f"### Forgetting {title}\n\n{text}")
-    Path(args.out).write_text("\n".join(parts))
+    Path(args.out).write_text("\n\n".join(p.rstrip("\n") for p in parts) + "\n")
 
 
 if __name__ == "__main__":
