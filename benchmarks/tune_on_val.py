@@ -499,8 +499,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--evaluate", action="store_true",
                     help="after the sweep: test-set Avg-Gap of default vs val-selected")
     ap.add_argument("--evaluate-only", action="store_true",
-                    help="no sweep: read the tune rows of --out, rewrite them and append the "
-                         "evaluation of default vs val-selected (as --evaluate)")
+                    help="no sweep: read the tune rows of --out and append the evaluation of "
+                         "default vs val-selected (as --evaluate)")
     ap.add_argument("--transfer-from", default="",
                     help="a CSV of an earlier sweep: instead of the sweep, run the default and "
                          "that sweep's val-selected point of --methods here (e.g. on all "
@@ -536,14 +536,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     t0 = time.perf_counter()
     seeds = [int(x) for x in args.seed_spread.split(",") if x.strip()]
     source = load_sweep(Path(args.transfer_from)) if args.transfer_from else None
-    append = (bool(seeds) or source is not None) and out.exists()
+    append = (bool(seeds) or source is not None or args.evaluate_only) and out.exists()
     prior = load_sweep(out) if args.evaluate_only else None
     with out.open("a" if append else "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         if not append:
             w.writeheader()
-        if prior is not None:
-            w.writerows({k: _round(r.get(k, "")) for k in FIELDS} for r in prior.rows)
 
         def write(row: dict[str, Any]) -> None:
             w.writerow({k: _round({**row, **meta}.get(k, "")) for k in FIELDS})
