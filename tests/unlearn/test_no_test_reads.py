@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from guarded_data import ForbiddenRead, GuardedImages, forbid  # tests/unlearn/
 
 from fastunlearn.data import forget_classes, forget_random
 from fastunlearn.data.splits import ForgetSplit
@@ -33,40 +34,6 @@ CHEAP = {
 }
 
 
-class ForbiddenRead(AssertionError):
-    """Raised when a method reads evaluation-only test data."""
-
-
-class GuardedImages:
-    """A test-image store that only hands out the positions in ``allowed`` (the validation
-    hold-out) and records every read."""
-
-    def __init__(self, images: torch.Tensor, allowed: torch.Tensor) -> None:
-        self._images = images
-        self.shape = tuple(images.shape)
-        self._allowed = torch.zeros(len(images), dtype=torch.bool)
-        self._allowed[allowed] = True
-        self.reads = 0
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-        bad = idx[~self._allowed[idx]]
-        if bad.numel():
-            raise ForbiddenRead(f"read {bad.numel()} test image(s) outside the validation part, "
-                                f"e.g. {bad[:5].tolist()}")
-        self.reads += int(idx.numel())
-        return self._images[idx]
-
-
-def _forbid(name: str):
-    def getter(self):  # noqa: ANN001, ANN202
-        raise ForbiddenRead(f"split.{name} was read by a method")
-    return property(getter)
-
-
 @pytest.fixture()
 def guarded(digits, monkeypatch):
     """``make(split_fn)`` → the split on a copy of digits whose test images are guarded;
@@ -78,7 +45,7 @@ def guarded(digits, monkeypatch):
         split = split_fn(data)
         assert torch.equal(split.val.indices, plain.val.indices)
         for name in ("test", "test_forget", "test_retain"):
-            monkeypatch.setattr(ForgetSplit, name, _forbid(name))
+            monkeypatch.setattr(ForgetSplit, name, forbid(name))
         return split, store
     return make
 

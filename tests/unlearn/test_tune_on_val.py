@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from guarded_data import ForbiddenRead, GuardedImages, forbid  # tests/unlearn/
 
 from fastunlearn.data import forget_classes, forget_random
 from fastunlearn.data.splits import ForgetSplit
@@ -19,38 +20,6 @@ from fastunlearn.inference import accuracy, predict_logits
 from fastunlearn.unlearn import make_config
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-class ForbiddenRead(AssertionError):
-    """Raised when the tuning reads evaluation-only test data."""
-
-
-class GuardedImages:
-    """Test images that only hand out the validation positions, counting reads."""
-
-    def __init__(self, images: torch.Tensor, allowed: torch.Tensor) -> None:
-        self._images = images
-        self.shape = tuple(images.shape)
-        self._allowed = torch.zeros(len(images), dtype=torch.bool)
-        self._allowed[allowed] = True
-        self.reads = 0
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
-        bad = idx[~self._allowed[idx]]
-        if bad.numel():
-            raise ForbiddenRead(f"read {bad.numel()} test image(s) outside the validation part")
-        self.reads += int(idx.numel())
-        return self._images[idx]
-
-
-def _forbid(name: str) -> property:
-    def getter(self):  # noqa: ANN001, ANN202
-        raise ForbiddenRead(f"split.{name} was read while tuning")
-    return property(getter)
 
 
 def _retain_ref(original, split) -> float:
@@ -101,7 +70,7 @@ def test_tuning_reads_no_test_image_and_selects_the_argmin(
     for split in splits.values():
         assert torch.equal(split.val.indices, plain.val.indices)
     for name in ("test", "test_forget", "test_retain"):
-        monkeypatch.setattr(ForgetSplit, name, _forbid(name))
+        monkeypatch.setattr(ForgetSplit, name, forbid(name, "the tuning"))
 
     sweep = tov.tune(digits_original, splits, ["ft"], lr_factors=(1 / 3, 1.0),
                      epoch_factors=(1.0,), keep_models=True)
