@@ -68,6 +68,7 @@ import fastunlearn as fu
 from fastunlearn.checkpoint import CheckpointError, load_checkpoint
 from fastunlearn.data.splits import ForgetSplit
 from fastunlearn.engine.rng import seeded
+from fastunlearn.evaluate.mia import loss_attack_auc, per_sample_loss
 from fastunlearn.inference import accuracy, predict_logits
 from fastunlearn.unlearn import make_config
 from fastunlearn.unlearn._registry import get_method
@@ -95,6 +96,7 @@ FIELDS = [
     "retain_ref",
     "term_forget", "term_retain", "val_gap", "test_forget_acc", "test_retain_acc", "test_acc",
     "mia_efficacy", "avg_gap", "seconds", "machine", "threads", "torch", "train_size", "date",
+    "val_loss_auc", "term_membership", "val_gap_m",
 ]
 
 
@@ -142,12 +144,15 @@ def _rum_group_options(factor: float) -> tuple[dict[str, Any], ...]:
 
 
 def grid(method: str, lr_factors: Sequence[float] = LR_FACTORS,
-         epoch_factors: Sequence[float] = EPOCH_FACTORS) -> list[Point]:
+         epoch_factors: Sequence[float] = EPOCH_FACTORS,
+         base: Mapping[str, Any] | None = None) -> list[Point]:
     """The grid of ``method``: ``lr`` = default × each of ``lr_factors``, and where
     :func:`epochs_is_recipe`, ``epochs`` = max(1, default × each of ``epoch_factors``) (rounded
-    down; duplicates dropped). Defaults are read from the method's config dataclass. ``rum``
-    scales the lr of each of its groups' sub-method settings."""
-    cfg = make_config(method)
+    down; duplicates dropped). Defaults are read from the method's config dataclass;
+    ``base`` overrides them (config fields — :func:`load_sweep` passes the default a recorded
+    sweep ran with, so a sweep stays readable after a default changed). ``rum`` scales the lr
+    of each of its groups' sub-method settings."""
+    cfg = make_config(method, **dict(base or {}))
     if method == "rum":
         lrs = "/".join(f"{cfg.group_config(g).lr:g}" for g in ("low", "mid", "high"))
         pts = []
@@ -166,7 +171,7 @@ def grid(method: str, lr_factors: Sequence[float] = LR_FACTORS,
     for e in epochs_list:
         for f in lr_factors:
             lr = cfg.lr * f
-            over: dict[str, Any] = {"lr": lr}
+            over: dict[str, Any] = {**dict(base or {}), "lr": lr}
             label = f"lr×{_fmt_factor(f)}"
             if e is not None:
                 over["epochs"] = e
@@ -208,7 +213,27 @@ def val_terms(model: nn.Module, split: ForgetSplit, ref: Mapping[str, float]) ->
         term_f = abs(fa - ref["orig_val_acc"])
     term_r = max(0.0, ref["retain_ref"] - vra)
     gap = (term_f + term_r) / 2 if math.isfinite(term_f + term_r) else math.inf
-    return {**out, "term_forget": term_f, "term_retain": term_r, "val_gap": gap}
+    auc = val_loss_auc(model, split)
+    term_m = 100.0 * abs(auc - 0.5)
+    gap_m = (term_f + term_r + term_m) / 3 if math.isfinite(term_f + term_r + term_m) else math.inf
+    return {**out, "term_forget": term_f, "term_retain": term_r, "val_gap": gap,
+            "val_loss_auc": auc, "term_membership": term_m, "val_gap_m": gap_m}
+
+
+def val_loss_auc(model: nn.Module, split: ForgetSplit) -> float:
+    """The membership part of the val gap: ROC AUC of the loss-threshold attack separating the
+    forget set from unseen validation images of the same classes — ``split.val_forget`` on
+    class forgetting (held-out images of the forgotten classes), ``split.val`` on random
+    forgetting. A model that never trained on the forget set scores about 0.5 (forget and
+    validation images are exchangeable for it); 1.0 = every forget image still looks like a
+    member, below 0.5 = the forget set was pushed past unseen data (over-forgetting, itself a
+    membership signal). Validation data only."""
+    held = split.val_forget if split.kind == "class" else split.val
+    if len(held) == 0 or len(split.forget) == 0:
+        return math.nan
+    lf = per_sample_loss(predict_logits(model, split.forget), split.forget.labels)
+    lh = per_sample_loss(predict_logits(model, held), held.labels)
+    return loss_attack_auc(lf, lh)
 
 
 @dataclass
@@ -338,11 +363,12 @@ def seed_spread(original: nn.Module, splits: Mapping[str, ForgetSplit], methods:
 def transfer_check(original: nn.Module, splits: Mapping[str, ForgetSplit], sweep: Sweep,
                    methods: Sequence[str], common: Mapping[str, Any],
                    report: Callable[[dict[str, Any]], None] | None = None,
-                   ) -> list[dict[str, Any]]:
+                   phase: str = "transfer") -> list[dict[str, Any]]:
     """Does a val-selected point carry over to another setting (e.g. the full training set)?
     For each method of ``methods`` whose selection in ``sweep`` differs from its default, run
     both points on ``splits`` (with ``original``) and score them with the val gap — validation
-    data only; rows carry ``phase=transfer``."""
+    data only; rows carry ``phase`` (``transfer``; ``membership`` for the membership check,
+    whose rows are read for their ``val_gap_m``)."""
     rows = []
     for method in methods:
         default, best = sweep.proposed(method)
@@ -354,7 +380,7 @@ def transfer_check(original: nn.Module, splits: Mapping[str, ForgetSplit], sweep
             ref = val_reference(original, split)
             for p in (default, best):
                 res = fu.unlearn(original, split, p.config(**common))
-                rows.append({"phase": "transfer", "method": method, "setting": setting,
+                rows.append({"phase": phase, "method": method, "setting": setting,
                              "point": p.label, "is_default": p.is_default, "lr": p.lr,
                              "epochs": p.epochs, **ref, **val_terms(res.model, split, ref),
                              "seconds": res.rte_s})
@@ -423,7 +449,8 @@ def _eval_row(method: str, setting: str, label: str, is_default: bool, lr: Any, 
 
 
 _FLOATS = ("forget_acc", "val_forget_acc", "val_retain_acc", "val_acc", "orig_val_retain_acc",
-           "orig_val_acc", "retain_ref", "term_forget", "term_retain", "val_gap", "seconds")
+           "orig_val_acc", "retain_ref", "term_forget", "term_retain", "val_gap", "seconds",
+           "val_loss_auc", "term_membership", "val_gap_m")
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -435,17 +462,48 @@ def load_sweep(path: Path) -> Sweep:
     if not rows:
         raise ValueError(f"{path} holds no tune rows")
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    points = {m: grid(m) for m in methods}
+    points = {m: grid(m, base=_recorded_base(m, rows)) for m in methods}
     out = []
     for r in rows:
         p = next((q for q in points[r["method"]] if q.label == r["point"]), None)
         if p is None:
             raise ValueError(f"{path}: {r['method']} point {r['point']!r} is not in its grid")
         row: dict[str, Any] = {k: v for k, v in r.items() if k in FIELDS}
-        row.update({k: float(r[k]) if r[k] != "" else math.nan for k in _FLOATS},
+        row.update({k: float(r[k]) if r.get(k, "") not in ("", None) else math.nan
+                    for k in _FLOATS},
                    is_default=p.is_default, lr=p.lr, epochs=p.epochs)
         out.append(row)
     return Sweep(out, points)
+
+
+def _recorded_base(method: str, rows: Sequence[Mapping[str, str]]) -> dict[str, Any] | None:
+    """The default lr a recorded sweep of ``method`` ran with (its ``is_default`` row), when
+    it differs from today's default; ``rum``'s per-group lrs are read from its config."""
+    if method == "rum":
+        return None
+    d = next((r for r in rows if r["method"] == method and r["is_default"] == "True"), None)
+    if d is None:
+        return None
+    lr = float(d["lr"])
+    return None if math.isclose(lr, make_config(method).lr, rel_tol=1e-4) else {"lr": lr}
+
+
+def check_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: per method of a transfer / membership check, the default → val-selected mean
+    (over the forget sets) of the val gap and of ``val_gap_m`` (the val gap with the
+    membership term)."""
+    lines = ["| method | mean val gap: default → selected | mean val gap with membership: "
+             "default → selected |", "|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        cells = []
+        for col in ("val_gap", "val_gap_m"):
+            d = [r[col] for r in mine if r["is_default"]]
+            b = [r[col] for r in mine if not r["is_default"]]
+            md, mb = sum(d) / len(d), sum(b) / len(b)
+            cells.append(f"{md:.2f} → {mb:.2f} ({mb - md:+.2f})")
+        lines.append(f"| {method} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def _round(v: object) -> object:
@@ -505,6 +563,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     help="a CSV of an earlier sweep: instead of the sweep, run the default and "
                          "that sweep's val-selected point of --methods here (e.g. on all "
                          "60 000 training images) and append the rows (phase=transfer)")
+    ap.add_argument("--membership-from", default="",
+                    help="a CSV of an earlier sweep: as --transfer-from, rows phase=membership "
+                         "(the check of a proposal's val_gap_m, the val gap with the "
+                         "membership term)")
     ap.add_argument("--seed-spread", default="",
                     help="comma-separated seeds: instead of the sweep, rerun the default point "
                          "of --methods with these seeds and append the rows (phase=seed)")
@@ -535,7 +597,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     seeds = [int(x) for x in args.seed_spread.split(",") if x.strip()]
-    source = load_sweep(Path(args.transfer_from)) if args.transfer_from else None
+    from_csv = args.transfer_from or args.membership_from
+    phase = "membership" if args.membership_from else "transfer"
+    source = load_sweep(Path(from_csv)) if from_csv else None
     append = (bool(seeds) or source is not None or args.evaluate_only) and out.exists()
     prior = load_sweep(out) if args.evaluate_only else None
     with out.open("a" if append else "w", newline="") as fh:
@@ -549,8 +613,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
             print(f"{time.perf_counter() - t0:7.0f}s {_fmt_row(row)}", flush=True)
 
         if source is not None:
-            transfer_check(original, splits, source, [m for m in methods if m in source.points],
-                           common, report=write)
+            rows = transfer_check(original, splits, source,
+                                  [m for m in methods if m in source.points], common,
+                                  report=write, phase=phase)
+            print("\n" + check_summary(rows), flush=True)
             print(f"appended to {out} ({time.perf_counter() - t0:.0f}s)")
             return out
         if seeds:

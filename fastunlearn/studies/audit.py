@@ -55,7 +55,14 @@ import torch
 
 from fastunlearn._device import slug
 from fastunlearn.studies.executors import _dispatch, progress_callbacks
-from fastunlearn.studies.keys import DO_NOTHING, RESULT_FILE, digest, write_json_atomic
+from fastunlearn.studies.keys import (
+    DO_NOTHING,
+    RESULT_FILE,
+    config_current,
+    config_digest,
+    digest,
+    write_json_atomic,
+)
 from fastunlearn.studies.pool import (
     _dataset,
     _load_pool,
@@ -326,7 +333,7 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
     if threads:
         torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run["key"]
-    done = _read_run(run_dir, run["key"])
+    done = _read_run(run_dir, run["key"], run.get("config_digest"))
     if done is not None:
         return {**done, "skipped": True}
     _warm_up()
@@ -370,7 +377,8 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
             arrays.update(gold_forget=_phi(gold, data, "train", lay["F"]),
                           gold_retain=_phi(gold, data, "train", lay["R"]),
                           gold_val=_phi(gold, data, "test", lay["V"]))
-        result = {"key": run["key"], "method": method, "index": i, "metrics": metrics,
+        result = {"key": run["key"], "config_digest": run.get("config_digest"),
+                  "method": method, "index": i, "metrics": metrics,
                   "info": info, "wall_s": time.perf_counter() - t0,
                   "machine": machine(device)}
         _write_npz(run_dir / RESULT_NPZ, arrays)
@@ -389,8 +397,10 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _read_run(run_dir: Path, key: str) -> dict[str, Any] | None:
-    """A finished run (its JSON names ``key`` and its arrays load), else None (redo)."""
+def _read_run(run_dir: Path, key: str, cdigest: str | None = None) -> dict[str, Any] | None:
+    """A finished run (its JSON names ``key``, was run with the method config ``cdigest``
+    (:func:`~fastunlearn.studies.keys.config_digest`; None: not checked) and its arrays load),
+    else None (redo)."""
     path = run_dir / RESULT_FILE
     if not path.exists():
         return None
@@ -401,6 +411,8 @@ def _read_run(run_dir: Path, key: str) -> dict[str, Any] | None:
         return None
     if not (isinstance(res, dict) and res.get("key") == key
             and isinstance(res.get("metrics"), dict) and "method" in res and "index" in res):
+        return None
+    if not config_current(res, key, cdigest):
         return None
     try:
         with np.load(run_dir / RESULT_NPZ) as z:
@@ -556,11 +568,14 @@ def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any
     runs = []
     for m in methods:
         cfg = dict(config.method_options.get(m, {}))
+        cdigest = config_digest(m, cfg)  # a changed default redoes the method's runs
         for i in range(task.shadows):
             runs.append({"key": run_key(task, m, cfg, i), "task": task.key_data(), "method": m,
-                         "config": cfg, "index": i, "probe_shadows": config.probe_shadows,
+                         "config": cfg, "config_digest": cdigest, "index": i,
+                         "probe_shadows": config.probe_shadows,
                          "relearn_size": config.relearn_size})
-    todo = [r for r in runs if _read_run(out / "runs" / r["key"], r["key"]) is None]
+    todo = [r for r in runs
+            if _read_run(out / "runs" / r["key"], r["key"], r["config_digest"]) is None]
     jobs = [{"task": task.key_data(), "index": i, "role": role}
             for i in range(task.shadows) for role in ROLES
             if not pool_ready(pool, pool_key(task, i, role))]
@@ -590,7 +605,7 @@ def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any
     by_method: dict[str, list[tuple[dict[str, Any], dict[str, np.ndarray]]]] = {}
     for r in runs:
         run_dir = out / "runs" / r["key"]
-        res = _read_run(run_dir, r["key"])
+        res = _read_run(run_dir, r["key"], r["config_digest"])
         if res is None:  # pragma: no cover - a run that returned without writing its result
             raise RuntimeError(f"audit run {r['method']} #{r['index']} has no result")
         by_method.setdefault(r["method"], []).append((res, _load_arrays(run_dir)))

@@ -38,6 +38,7 @@ from fastunlearn.studies.keys import (
     KEY_FIELDS,
     RESULT_FILE,
     _canonical,
+    config_digest,
     eval_key,
     finished_result,
     forget_spec,
@@ -83,7 +84,7 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
         torch.set_num_threads(threads)
     run_dir = Path(out_dir) / "runs" / run["key"]
     ekey = eval_key(eval_options)
-    done = finished_result(run_dir, run["key"], ekey)
+    done = finished_result(run_dir, run["key"], ekey, run.get("config_digest"))
     if done is not None:
         return {**done, "skipped": True}
     pool = Path(pool_dir)
@@ -147,6 +148,7 @@ def execute_run(run: Mapping[str, Any], out_dir: str, pool_dir: str, device: str
         result = {
             "key": run["key"],
             "eval_key": ekey,
+            "config_digest": run.get("config_digest"),
             "run": dict(run),
             "status": "ok" if failure is None else "failed",
             "failure": failure,
@@ -293,6 +295,8 @@ def execute(
         threads = max(1, int(cpus_per_run))
     in_workers = executor != "local" or workers > 1
     runs = [_with_method_module(dict(r), in_workers) for r in runs]
+    for r in runs:  # the resolved method config: a changed default redoes the run
+        r["config_digest"] = config_digest(r["method"], r["config"])
     keys = [r["key"] for r in runs]
     if len(set(keys)) != len(keys):
         raise ValueError("two runs of the study have the same key; make their configs differ")
@@ -301,7 +305,8 @@ def execute(
     out.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)
 
-    todo = [r for r in runs if finished_result(out / "runs" / r["key"], r["key"], ekey) is None]
+    todo = [r for r in runs if finished_result(out / "runs" / r["key"], r["key"], ekey,
+                                                r["config_digest"]) is None]
     pool_jobs: dict[str, dict[str, Any]] = {}
     for r in todo:
         for role, key in (("original", original_key(r)), ("retrain", retrain_key(r))):
@@ -327,7 +332,7 @@ def execute(
         bar.close()
     results = []
     for r in runs:
-        res = finished_result(out / "runs" / r["key"], r["key"], ekey)
+        res = finished_result(out / "runs" / r["key"], r["key"], ekey, r["config_digest"])
         if res is None:  # pragma: no cover - a run that returned without writing its result
             raise RuntimeError(f"run {r['key']} finished without a result")
         res["run"]["tags"] = r["tags"]  # tags may change without changing the key

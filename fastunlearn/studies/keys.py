@@ -108,9 +108,11 @@ def eval_key(eval_options: Mapping[str, Any] | None) -> str:
                              **asdict(EvalConfig(**dict(eval_options or {})))})
 
 
-def finished_result(run_dir: Path, key: str, ekey: str) -> dict[str, Any] | None:
+def finished_result(run_dir: Path, key: str, ekey: str,
+                    cdigest: str | None = None) -> dict[str, Any] | None:
     """The finished result of run ``key`` evaluated under ``ekey``, or None (absent,
-    malformed, another run's, or evaluated with other options: the run is then redone)."""
+    malformed, another run's, evaluated with other options, or — with ``cdigest`` — run with
+    other method defaults: the run is then redone)."""
     res = read_result(run_dir, key)
     if res is None:
         return None
@@ -118,7 +120,45 @@ def finished_result(run_dir: Path, key: str, ekey: str) -> dict[str, Any] | None
         log.info("run %s was evaluated with other options (%s); it will be redone", key,
                  res.get("eval_key", "none recorded"))
         return None
+    if not config_current(res, key, cdigest):
+        return None
     return res
+
+
+#: config fields that say where and how visibly a method runs, not what it computes
+RUNTIME_FIELDS = ("device", "progress")
+
+
+def config_digest(method: str, config: Mapping[str, Any]) -> str:
+    """The digest of ``method``'s *resolved* config — ``config`` (the run's overrides) with every
+    default filled in, minus :data:`RUNTIME_FIELDS`. A run key hashes the overrides only, so
+    when a method's default changes (a re-tuned lr, say) the key stays and this digest moves:
+    a finished result recorded under another digest is redone rather than reused. The
+    do-nothing row (and any method outside the registry, such as the audit's ceiling row) has
+    no config: ``""``."""
+    from fastunlearn.unlearn._registry import get_method, make_config
+
+    if method == DO_NOTHING:
+        return ""
+    try:
+        get_method(method)
+    except ValueError:
+        return ""
+    try:
+        cfg = make_config(method, **dict(config)).to_dict()
+    except (TypeError, ValueError):  # a bad option: the run fails and records why
+        return "cfg-invalid"
+    return "cfg-" + digest({k: v for k, v in cfg.items() if k not in RUNTIME_FIELDS})
+
+
+def config_current(res: Mapping[str, Any], key: str, cdigest: str | None) -> bool:
+    """Whether a finished result was computed with the method config ``cdigest`` (None: not
+    checked). A result without a recorded digest predates the check and is redone."""
+    if cdigest is None or res.get("config_digest") == cdigest:
+        return True
+    log.info("run %s was computed with other method defaults (%s, now %s); it will be redone",
+             key, res.get("config_digest", "none recorded"), cdigest)
+    return False
 
 
 def forget_spec(run: Mapping[str, Any]) -> dict[str, Any]:

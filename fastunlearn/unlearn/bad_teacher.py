@@ -44,8 +44,9 @@ from fastunlearn.unlearn.base import UnlearnConfig, UnlearnResult, check_split, 
 @dataclass
 class BadTeacherConfig(UnlearnConfig):
     """Bad-teacher recipe (Fashion-MNIST ``small_cnn``): 1 epoch over forget + 30 % of the
-    retain set, T = 1, Adam lr 1e-4 (no weight decay), constant schedule, batch 256 — the
-    paper's settings.
+    retain set, T = 1, Adam lr 3e-4 (no weight decay), constant schedule, batch 256 — the
+    paper's settings except the lr (paper 1e-4; re-tuned on the validation split:
+    docs/tuning.md).
 
     Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 9.1 / 92.4%,
     retain 94.4 / 93.0%, test 92.4 / 90.6%, 0.12× / 0.13× the retrain time
@@ -54,7 +55,7 @@ class BadTeacherConfig(UnlearnConfig):
 
     method = "bad_teacher"
     epochs: int = 1
-    lr: float = 1e-4
+    lr: float = 3e-4
     batch_size: int = 256
     temperature: float = 1.0
     retain_fraction: float = 0.3

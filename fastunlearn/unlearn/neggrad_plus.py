@@ -36,7 +36,7 @@ from fastunlearn.unlearn.masks import check_mask_option, make_sgd, mask_density,
 @dataclass
 class NegGradPlusConfig(UnlearnConfig):
     """NegGrad+ recipe (Fashion-MNIST ``small_cnn``): β = 0.99, at most 2 passes over the
-    forget set, SGD lr 0.01, momentum 0.9, wd 5e-4, cosine, batch 128 (forget and retain
+    forget set, SGD lr 0.03 (re-tuned on the validation split: docs/tuning.md), momentum 0.9, wd 5e-4, cosine, batch 128 (forget and retain
     each), guard checks every 5 steps on 256-sample probes. ``mask``: None, ``"salun"`` or
     ``"ig"``; ``mask_sparsity``: fraction of weights frozen by the mask.
 
@@ -47,7 +47,7 @@ class NegGradPlusConfig(UnlearnConfig):
 
     method = "neggrad_plus"
     epochs: int = 2
-    lr: float = 0.01
+    lr: float = 0.03
     beta: float = 0.99
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -81,6 +81,30 @@ def test_audit_writes_its_files_and_resumes(random_audit):
     assert [r["forget_score"] for r in again.rows] == [r["forget_score"] for r in random_audit.rows]
 
 
+def test_a_changed_method_default_redoes_the_audit_runs_of_that_method(
+        random_audit, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from fastunlearn.unlearn import _registry
+
+    out = tmp_path / "copy"
+    shutil.copytree(random_audit.out, out)
+    pool = str(random_audit.out.parent / "pool")
+    entry = _registry.get_method("ft")  # ft's options set epochs/lr/batch, not momentum
+    changed = dataclasses.make_dataclass(
+        "ChangedFT", [("momentum", float, dataclasses.field(default=0.5))],
+        bases=(entry.config_cls,))
+    monkeypatch.setitem(_registry._METHODS, "ft", dataclasses.replace(entry, config_cls=changed))
+    again = audit(AuditConfig(methods=("ft",), forget="random:10%", out=str(out), pool=pool,
+                              method_options={"ft": FT}, **TASK))
+    # the 8 ft runs are redone under the new default; do-nothing and the ceiling are reused
+    assert again.counts["ran"] == 8 and again.counts["skipped"] == 16
+    assert again.counts["pool_trained"] == 0
+    assert _row(again, "original") == _row(random_audit, "original")
+    assert _row(again, "ft")["forget_score_raw"] != _row(random_audit, "ft")["forget_score_raw"]
+
+
 @pytest.mark.slow
 def test_forget_score_gap_with_16_shadows(tmp_path):
     res = audit(AuditConfig(methods=("retrain",), forget="random:10%", out=str(tmp_path / "a"),

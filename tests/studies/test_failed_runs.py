@@ -105,3 +105,61 @@ def test_threads_must_be_positive(tmp_path):
         with pytest.raises(ValueError, match="threads must be a positive integer"):
             executors.execute([], tmp_path / "x", threads=bad)
     assert not (tmp_path / "x").exists()
+
+
+def _changed_default(monkeypatch, method: str, **defaults):
+    """Swap ``method``'s registered config class for a subclass with other ``defaults`` —
+    what a re-tuned default in a new release looks like to a resumed study."""
+    import dataclasses
+
+    from fastunlearn.unlearn import _registry
+
+    entry = _registry.get_method(method)
+    new = dataclasses.make_dataclass(
+        f"Changed{entry.config_cls.__name__}",
+        [(k, type(v), dataclasses.field(default=v)) for k, v in defaults.items()],
+        bases=(entry.config_cls,))
+    monkeypatch.setitem(_registry._METHODS, entry.name,
+                        dataclasses.replace(entry, config_cls=new))
+
+
+def test_config_digest_is_the_resolved_config(monkeypatch):
+    from fastunlearn.unlearn import make_config
+
+    ga = make_config("ga")
+    assert keys.config_digest("ga", {}) == keys.config_digest("ga", {"lr": ga.lr})
+    assert keys.config_digest("ga", {}) != keys.config_digest("ga", {"lr": ga.lr * 3})
+    # where a method runs is not what it computes
+    assert keys.config_digest("ga", {}) == keys.config_digest("ga", {"device": "cpu",
+                                                                     "progress": False})
+    assert keys.config_digest(keys.DO_NOTHING, {}) == ""
+    before = keys.config_digest("ga", {})
+    _changed_default(monkeypatch, "ga", lr=ga.lr * 3)
+    assert keys.config_digest("ga", {}) != before
+    assert keys.config_digest("ga", {"lr": ga.lr}) == before
+
+
+def test_a_changed_method_default_redoes_its_runs_only(tmp_path, monkeypatch):
+    from fastunlearn.unlearn import make_config
+
+    base = {**TINY, "forget": "class:3", "methods": ("ga", "rl"), "out": str(tmp_path / "cq"),
+            "pool": str(tmp_path / "pool"), "method_options": {"rl": {"epochs": 1}}}
+    first = run("cost-quality", StudyConfig(**base))
+    assert first.counts["ran"] == first.counts["runs"] == 4  # retrain, ga, rl, do nothing
+    old = _rows(first.out)
+    _changed_default(monkeypatch, "ga", lr=make_config("ga").lr * 3)
+    again = run("cost-quality", StudyConfig(**base))
+    # the key (the options asked for) is unchanged; ga's resolved config is not
+    assert again.counts["ran"] == 1 and again.counts["skipped"] == 3
+    new = _rows(again.out)
+    assert new["ga"]["key"] == old["ga"]["key"]
+    saved = json.loads((again.out / "runs" / new["ga"]["key"] / keys.RESULT_FILE).read_text())
+    assert saved["config_digest"] == keys.config_digest("ga", {}) != ""
+    assert new["rl"]["wall_s"] == old["rl"]["wall_s"]  # reused, not rerun
+    # a result recorded before digests existed is redone
+    p = again.out / "runs" / new["rl"]["key"] / keys.RESULT_FILE
+    res = json.loads(p.read_text())
+    del res["config_digest"]
+    p.write_text(json.dumps(res))
+    last = run("cost-quality", StudyConfig(**base))
+    assert last.counts["ran"] == 1

@@ -98,7 +98,7 @@ MASKED = [
     ("rl", RLConfig(mask="ig", mask_sparsity=0.7, **COMMON), "ig"),
     ("ga", GAConfig(mask="salun", mask_sparsity=0.3, lr=2e-3, **COMMON), "grad"),
     ("neggrad_plus",
-     NegGradPlusConfig(beta=0.8, epochs=30, check_every=1, mask="ig", **COMMON), "ig"),
+     NegGradPlusConfig(beta=0.8, epochs=30, check_every=1, lr=0.01, mask="ig", **COMMON), "ig"),
 ]
 
 

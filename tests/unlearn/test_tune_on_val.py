@@ -34,6 +34,19 @@ def _retain_ref(original, split) -> float:
     return 100.0 * hits / len(split.val_retain)
 
 
+def _loss_auc(model, members, heldout) -> float:
+    """ROC AUC of "lower cross-entropy ⇒ member", by hand with scikit-learn."""
+    from sklearn.metrics import roc_auc_score
+
+    losses = []
+    for part in (members, heldout):
+        logits = predict_logits(model, part)
+        losses.append(torch.nn.functional.cross_entropy(
+            logits.double(), part.labels.long(), reduction="none"))
+    y = [1] * len(losses[0]) + [0] * len(losses[1])
+    return float(roc_auc_score(y, (-torch.cat(losses)).numpy()))
+
+
 @pytest.fixture
 def tov(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(BENCH))
@@ -94,6 +107,12 @@ def test_tuning_reads_no_test_image_and_selects_the_argmin(
         target = 0.0 if split.kind == "class" else accuracy(digits_original, split.val)
         assert r["forget_acc"] == pytest.approx(fa)
         assert r["val_gap"] == pytest.approx((abs(fa - target) + drop) / 2)
+        # the membership term: loss attack, forget set vs unseen val images of its classes
+        held = split.val_forget if split.kind == "class" else split.val
+        auc = _loss_auc(model, split.forget, held)
+        assert r["val_loss_auc"] == pytest.approx(auc)
+        assert r["val_gap_m"] == pytest.approx((abs(fa - target) + drop + 100 * abs(auc - 0.5))
+                                               / 3)
     # the runs differ, so the selection is a real choice
     assert len({round(r["val_gap"], 6) for r in sweep.rows}) > 1
 
@@ -115,3 +134,13 @@ def test_tuning_reads_no_test_image_and_selects_the_argmin(
     assert [r["val_gap"] for r in back.rows] == pytest.approx(
         [r["val_gap"] for r in sweep.rows], abs=1e-3)
     assert back.proposed("ft")[1].label == best.label
+
+    # after a default changes, a recorded sweep keeps the lrs it ran with
+    monkeypatch.setattr(tov, "make_config", lambda m, **kw: make_config(
+        m, **{"lr": ft.lr * 3, **kw}) if m == "ft" else make_config(m, **kw))
+    later = tov.load_sweep(path)
+    lrs = {p.label: p.lr for p in later.points["ft"]}
+    for p in sweep.points["ft"]:
+        assert lrs[p.label] == pytest.approx(p.lr)
+    d = next(p for p in later.points["ft"] if p.is_default)
+    assert d.lr == pytest.approx(ft.lr) and d.config(device="cpu").lr == pytest.approx(ft.lr)
