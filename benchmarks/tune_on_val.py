@@ -27,6 +27,13 @@ retrain no longer confuses retained samples with the forgotten class and gains a
 (full Fashion-MNIST: 92.2 % plain, 93.2 % masked), and against the plain 92.2 % most class runs
 would tie at drop 0.
 
+Membership term (every row; the selection rule's veto, docs/tuning.md rule 4): the loss
+attack's ROC AUC of the forget set against unseen validation images of its classes
+(``val_forget`` on class forgetting, ``val`` on random forgetting; 0.5 for a model that never
+saw the forget set), ``term_membership = 100·|auc − 0.5|`` and ``val_gap_m = (forget term +
+drop + term_membership) / 3``. ``--membership-from`` reruns the default and the proposed point
+of each method and prints both gaps' means.
+
 Selection: per (method, forget set) the grid point with the smallest val gap; the proposed
 default of a method is the grid point with the smallest *mean* val gap over the forget sets it
 runs on (ties go to the current default, then to grid order).
