@@ -12,7 +12,8 @@ trains a model except the two feature-level checks at the end.
   making progress in unlearning? Findings from the first NeurIPS unlearning competition",
   2024; reference code ``google-deepmind/unlearning_evaluation``, ``metric.py`` and
   ``main.py``): :func:`epsilon_scores` (fast) / :func:`epsilon_scores_reference` (slow),
-  :func:`forget_score`, :func:`final_score`.
+  :func:`forget_score`, :func:`final_score`; bootstrap intervals :func:`forget_score_ci`
+  (over forget examples) and :func:`auc_ci_over_groups` (U-LiRA, over target models).
 - U-LiRA (Hayes et al., "Inexact unlearning needs more careful evaluations to avoid a false
   sense of privacy", SaTML 2025): :func:`ulira_scores` / :func:`ulira_scores_reference`,
   :func:`ulira_attack`.
@@ -429,6 +430,51 @@ def forget_score(eps: Any, n_models: int) -> float:
     k = np.floor(e / BUCKET_SIZE)
     points = np.where(k < n_buckets, np.exp2(-np.minimum(k, n_buckets)), 0.0)
     return float(points.mean())
+
+
+def forget_score_ci(eps: Any, n_models: int, *, n_boot: int = 1000, level: float = 0.95,
+                    seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of :func:`forget_score` over the forget *examples*
+    (resampled with replacement, ``n_boot`` times, ``numpy.random.default_rng(seed)``). It
+    shows how much the score moves with the particular forget examples; it does not capture
+    the variation from the finite pool of models (ε itself is computed across the models), so
+    it is a lower bound on the full uncertainty."""
+    e = np.asarray(torch.as_tensor(eps).detach().cpu(), dtype=np.float64).reshape(-1)
+    forget_score(e, n_models)  # validates
+    points = np.asarray([forget_score(np.asarray([x]), n_models) for x in np.unique(e)])
+    per = points[np.searchsorted(np.unique(e), e)]  # each example's points
+    rng = np.random.default_rng(seed)
+    boots = per[rng.integers(0, per.size, size=(int(n_boot), per.size))].mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+
+
+def auc_ci_over_groups(pos_groups: Sequence[Any], neg_groups: Sequence[Any], *,
+                       n_boot: int = 500, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the ROC AUC of positives vs negatives, resampling
+    whole *groups* with replacement (U-LiRA: one group per target shadow model, its forgotten
+    and never-seen scores together), so the interval reflects the spread between target
+    models. Non-finite scores are dropped; AUC by ``sklearn.metrics.roc_auc_score``."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(pos_groups) != len(neg_groups) or not pos_groups:
+        raise ValueError("auc_ci_over_groups needs as many positive as negative groups (≥ 1)")
+    pos = [np.asarray(g, np.float64).reshape(-1) for g in pos_groups]
+    neg = [np.asarray(g, np.float64).reshape(-1) for g in neg_groups]
+    pos = [g[np.isfinite(g)] for g in pos]
+    neg = [g[np.isfinite(g)] for g in neg]
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(int(n_boot)):
+        pick = rng.integers(0, len(pos), size=len(pos))
+        p, n = np.concatenate([pos[i] for i in pick]), np.concatenate([neg[i] for i in pick])
+        if p.size and n.size:
+            boots.append(roc_auc_score(np.r_[np.ones(p.size), np.zeros(n.size)], np.r_[p, n]))
+    if not boots:
+        raise ValueError("auc_ci_over_groups needs finite scores on both sides")
+    a = (1 - level) / 2
+    return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
 def _mean(x: float | Sequence[float] | np.ndarray) -> float:

@@ -496,6 +496,11 @@ def method_scores(task: Task, phis: list[dict[str, np.ndarray]], gold: list[dict
         neg.append(s[~member_f[i]])
     pos_all, neg_all = np.concatenate(pos), np.concatenate(neg)
     ul = A.ulira_attack(pos_all, neg_all)
+    # 95 % bootstrap intervals: the forget score over forget examples (the penalty factor of
+    # the final score is fixed), the U-LiRA AUC over target shadows
+    lo, hi = A.forget_score_ci(eps, n_half)
+    factor = float(A.final_score(1.0, ra_u, ra_r, ta_u, ta_r))
+    auc_lo, auc_hi = A.auc_ci_over_groups(pos, neg)
 
     u_r = np.stack([p["retain"] for p in phis])
     r_r = np.stack([p["retain"] for p in gold])
@@ -506,7 +511,9 @@ def method_scores(task: Task, phis: list[dict[str, np.ndarray]], gold: list[dict
             "val": A.klom(u_v, r_v)}
     summary: dict[str, Any] = {
         "forget_score": final, "forget_score_raw": raw,
-        "ulira_auc": float(ul["auc"]), "ulira_tpr_1": float(ul["tpr_at_1pct_fpr"]),
+        "forget_score_lo": lo * factor, "forget_score_hi": hi * factor,
+        "ulira_auc": float(ul["auc"]), "ulira_auc_lo": auc_lo, "ulira_auc_hi": auc_hi,
+        "ulira_tpr_1": float(ul["tpr_at_1pct_fpr"]),
         "ulira_tpr_01": float(ul["tpr_at_0.1pct_fpr"]),
         "retain_acc": ra_u, "test_acc": ta_u,
         "forget_acc": float(np.mean([m["forget_acc"] for m in metrics])),

@@ -15,6 +15,8 @@ import torch
 
 from fastunlearn.evaluate.audit import (
     DELTA,
+    auc_ci_over_groups,
+    forget_score_ci,
     EPSILON_CAP,
     _linspace_rows,
     epsilon_scores,
@@ -186,6 +188,42 @@ def test_forget_score_identical_and_separated_pools():
     eps_far = epsilon_scores(r + 100.0, r)
     assert (eps_far == EPSILON_CAP).all()
     assert forget_score(eps_far, 8) == 0.0
+
+
+def test_forget_score_ci_against_a_plain_bootstrap():
+    rng = np.random.default_rng(3)
+    eps = rng.choice([0.0, 0.3, 0.7, 1.2, 1.7, 2.5, math.inf], size=137)
+    lo, hi = forget_score_ci(eps, 8, n_boot=400, seed=1)
+    # the obvious way: resample the examples and recompute the score each time
+    g = np.random.default_rng(1)
+    boots = [forget_score(eps[g.integers(0, eps.size, eps.size)], 8) for _ in range(400)]
+    assert (lo, hi) == pytest.approx((np.quantile(boots, 0.025), np.quantile(boots, 0.975)))
+    assert lo < forget_score(eps, 8) < hi
+    # more examples, narrower; identical examples, no width
+    lo4, hi4 = forget_score_ci(np.tile(eps, 4), 8, n_boot=400)
+    assert hi4 - lo4 < (hi - lo) * 0.75
+    assert forget_score_ci([0.2] * 50, 8) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        forget_score_ci([-1.0], 8)
+
+
+def test_auc_ci_over_groups_spans_the_spread_between_groups():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    # 16 target models, each with its own separation: the pooled AUC lies inside the interval
+    shifts = rng.uniform(0.0, 1.0, 16)
+    pos = [rng.normal(s, 1, 50) for s in shifts]
+    neg = [rng.normal(0, 1, 50) for _ in shifts]
+    lo, hi = auc_ci_over_groups(pos, neg, n_boot=300)
+    pooled = roc_auc_score(np.r_[np.ones(800), np.zeros(800)], np.r_[np.concatenate(pos),
+                                                                      np.concatenate(neg)])
+    assert lo < pooled < hi and hi - lo > 0.01
+    # identical groups: every resample is the same data → no width
+    same_lo, same_hi = auc_ci_over_groups([pos[0]] * 5, [neg[0]] * 5, n_boot=50)
+    assert same_lo == pytest.approx(same_hi)
+    with pytest.raises(ValueError):
+        auc_ci_over_groups([pos[0]], [])
 
 
 def test_final_score_by_hand():

@@ -54,6 +54,13 @@ def test_do_nothing_is_exposed_and_retrain_is_the_ceiling(random_audit):
     assert gold["forget_acc"] < orig["forget_acc"] == 100.0
 
 
+def test_rows_carry_bootstrap_intervals(random_audit):
+    for r in random_audit.rows:
+        assert r["forget_score_lo"] <= r["forget_score"] <= r["forget_score_hi"], r
+        assert r["ulira_auc_lo"] <= r["ulira_auc"] <= r["ulira_auc_hi"], r
+        assert r["ulira_auc_hi"] - r["ulira_auc_lo"] > 0
+
+
 def test_fine_tuning_moves_toward_the_retrain(random_audit):
     orig, ft = _row(random_audit, "original"), _row(random_audit, "ft")
     assert abs(ft["ulira_auc"] - 0.5) < abs(orig["ulira_auc"] - 0.5) - 0.01, (orig, ft)
