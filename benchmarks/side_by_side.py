@@ -50,6 +50,15 @@ def _num(v: float | None, nd: int) -> str:
     return f"{v:.{nd}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "—"
 
 
+def _ci(row: dict, key: str, nd: int) -> str:
+    """``value [lo–hi]`` (the audit's 95 % bootstrap interval), or the value alone."""
+    v, lo, hi = row.get(key), row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    text = _num(v, nd)
+    if text != "—" and isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        text += f" [{lo:.{nd}f}–{hi:.{nd}f}]"
+    return text
+
+
 def table(study_dir: Path, audit_dir: Path) -> tuple[str, dict]:
     with (study_dir / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -72,7 +81,7 @@ def table(study_dir: Path, audit_dir: Path) -> tuple[str, dict]:
             _pm(_f(r.get("test_acc_mean")), _f(r.get("test_acc_ci95")), 1),
             _pm(_f(r.get("mia_efficacy_mean")), _f(r.get("mia_efficacy_ci95")), 1),
             _pm(_f(r.get("rte_ratio_mean")), _f(r.get("rte_ratio_ci95")), 3),
-            _num(a.get("forget_score"), 3), _num(a.get("ulira_auc"), 3),
+            _ci(a, "forget_score", 3), _ci(a, "ulira_auc", 3),
             _num(a.get("probe_forget_acc"), 1),
         ]) + " |")
     return "\n".join(lines) + "\n", {"methods": len(rows), "audited": len(audit)}
