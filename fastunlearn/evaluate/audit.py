@@ -449,15 +449,25 @@ def forget_score_ci(eps: Any, n_models: int, *, n_boot: int = 1000, level: float
     return float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
+def rank_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC of positives vs negatives from ranks (Mann–Whitney U / (n_pos · n_neg); ties
+    get average ranks): ``P(pos > neg) + ½ P(tie)``, as ``roc_auc_score``, without its
+    per-call overhead."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.r_[pos, neg])
+    u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2
+    return float(u / (pos.size * neg.size))
+
+
 def auc_ci_over_groups(pos_groups: Sequence[Any], neg_groups: Sequence[Any], *,
                        n_boot: int = 500, level: float = 0.95,
                        seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the ROC AUC of positives vs negatives, resampling
     whole *groups* with replacement (U-LiRA: one group per target shadow model, its forgotten
     and never-seen scores together), so the interval reflects the spread between target
-    models. Non-finite scores are dropped; AUC by ``sklearn.metrics.roc_auc_score``."""
-    from sklearn.metrics import roc_auc_score
-
+    models. Non-finite scores are dropped; the AUC of each resample is the Mann–Whitney rank
+    statistic (:func:`rank_auc`, equal to ``sklearn.metrics.roc_auc_score`` with ties)."""
     if len(pos_groups) != len(neg_groups) or not pos_groups:
         raise ValueError("auc_ci_over_groups needs as many positive as negative groups (≥ 1)")
     pos = [np.asarray(g, np.float64).reshape(-1) for g in pos_groups]
@@ -470,7 +480,7 @@ def auc_ci_over_groups(pos_groups: Sequence[Any], neg_groups: Sequence[Any], *,
         pick = rng.integers(0, len(pos), size=len(pos))
         p, n = np.concatenate([pos[i] for i in pick]), np.concatenate([neg[i] for i in pick])
         if p.size and n.size:
-            boots.append(roc_auc_score(np.r_[np.ones(p.size), np.zeros(n.size)], np.r_[p, n]))
+            boots.append(rank_auc(p, n))
     if not boots:
         raise ValueError("auc_ci_over_groups needs finite scores on both sides")
     a = (1 - level) / 2

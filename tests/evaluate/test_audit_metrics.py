@@ -17,6 +17,7 @@ from fastunlearn.evaluate.audit import (
     DELTA,
     auc_ci_over_groups,
     forget_score_ci,
+    rank_auc,
     EPSILON_CAP,
     _linspace_rows,
     epsilon_scores,
@@ -219,6 +220,10 @@ def test_auc_ci_over_groups_spans_the_spread_between_groups():
     pooled = roc_auc_score(np.r_[np.ones(800), np.zeros(800)], np.r_[np.concatenate(pos),
                                                                       np.concatenate(neg)])
     assert lo < pooled < hi and hi - lo > 0.01
+    # the rank AUC each resample uses is sklearn's, ties included
+    ties = np.round(np.concatenate(pos), 1), np.round(np.concatenate(neg), 1)
+    assert rank_auc(*ties) == pytest.approx(roc_auc_score(
+        np.r_[np.ones(800), np.zeros(800)], np.r_[ties[0], ties[1]]), abs=1e-12)
     # identical groups: every resample is the same data → no width
     same_lo, same_hi = auc_ci_over_groups([pos[0]] * 5, [neg[0]] * 5, n_boot=50)
     assert same_lo == pytest.approx(same_hi)
