@@ -48,8 +48,8 @@ class GAConfig(UnlearnConfig):
     ("auto") or the retain probe falls under half its starting accuracy. ``mask``: None,
     ``"salun"`` or ``"ig"``; ``mask_sparsity``: fraction of weights frozen by the mask.
 
-    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 3.6 / 92.8%,
-    retain 93.7 / 93.7%, test 91.7 / 91.5%, 0.01× / 0.04× the retrain time
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 3.8 / 92.1%,
+    retain 93.7 / 92.8%, test 91.9 / 90.8%, 0.01× / 0.03× the retrain time
     (docs/methods.md).
     """
 

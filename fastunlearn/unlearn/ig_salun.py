@@ -30,8 +30,8 @@ class IGSalUnConfig(SalUnConfig):
     forget samples, sparsity 0.5, then SalUn's random-label recipe (2 epochs, SGD lr 0.01,
     momentum 0.9, cosine, 12 000 retain samples per epoch).
 
-    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.3%,
-    retain 94.5 / 92.4%, test 92.8 / 90.6%, 0.23× / 0.19× the retrain time
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.2%,
+    retain 94.3 / 92.0%, test 92.7 / 90.2%, 0.18× / 0.13× the retrain time
     (docs/methods.md).
     """
 

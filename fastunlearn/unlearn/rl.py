@@ -88,8 +88,8 @@ class RLConfig(RLOptions):
     all, as the reference), forget and retain shuffled together (``rl_order``). ``mask``:
     None, ``"salun"`` or ``"ig"``; ``mask_sparsity``: fraction of weights frozen by the mask.
 
-    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.4%,
-    retain 94.5 / 92.4%, test 92.8 / 90.6%, 0.12× / 0.14× the retrain time
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.3%,
+    retain 94.3 / 92.0%, test 92.6 / 90.4%, 0.12× / 0.09× the retrain time
     (docs/methods.md). The whole retain set per epoch costs ~3× the steps and keeps 1.6–3.8
     test points more on random 10 % (docs/methods.md, "Reference fidelity").
     """

@@ -49,8 +49,8 @@ class SalUnConfig(RLOptions):
     CIFAR-10 branch). ``base="ga"`` runs guarded gradient ascent (lr ``ga_lr``) on the masked
     weights instead (the ``rl`` options are then unused).
 
-    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.4%,
-    retain 94.5 / 92.4%, test 92.8 / 90.7%, 0.13× / 0.16× the retrain time
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 91.2%,
+    retain 94.3 / 91.8%, test 92.7 / 90.1%, 0.14× / 0.12× the retrain time
     (docs/methods.md).
     """
 

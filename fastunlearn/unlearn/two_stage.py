@@ -44,8 +44,8 @@ class TwoStageConfig(UnlearnConfig):
     2 = 2 passes over the forget set with τ = 1.15 and contrastive weight λ = 0.01, SGD lr
     0.01, momentum 0.9, wd 5e-4, constant lr in stage 1 and cosine in stage 2, batch 128.
 
-    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 93.3%,
-    retain 95.0 / 94.2%, test 93.2 / 91.9%, 0.09× / 0.08× the retrain time
+    Measured on Fashion-MNIST ``small_cnn`` (class "Coat" / 10% random): forget 0.0 / 93.2%,
+    retain 95.0 / 94.2%, test 93.2 / 91.9%, 0.08× / 0.05× the retrain time
     (docs/methods.md).
     """
 
