@@ -250,16 +250,19 @@ class Sweep:
     rows: list[dict[str, Any]]
     points: dict[str, list[Point]]
     models: dict[tuple[str, str, str], dict[str, torch.Tensor]] = field(default_factory=dict)
+    #: the column selection minimises: ``val_gap``, or ``val_gap_m`` (with the membership term)
+    objective: str = "val_gap"
 
     def selected(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Per (method, setting): the row with the smallest val gap (ties: the default, then
+        """Per (method, setting): the row with the smallest objective (ties: the default, then
         grid order)."""
         best: dict[tuple[str, str], dict[str, Any]] = {}
+        o = self.objective
         for r in self.rows:
             key = (r["method"], r["setting"])
             cur = best.get(key)
-            if cur is None or r["val_gap"] < cur["val_gap"] or (
-                    r["val_gap"] == cur["val_gap"] and r["is_default"] and not cur["is_default"]):
+            if cur is None or r[o] < cur[o] or (
+                    r[o] == cur[o] and r["is_default"] and not cur["is_default"]):
                 best[key] = r
         return best
 
@@ -269,7 +272,7 @@ class Sweep:
         per: dict[str, list[float]] = {}
         for r in self.rows:
             if r["method"] == method:
-                per.setdefault(r["point"], []).append(r["val_gap"])
+                per.setdefault(r["point"], []).append(r[self.objective])
         n = max((len(v) for v in per.values()), default=0)
         return {k: sum(v) / n for k, v in per.items() if len(v) == n}
 
@@ -528,8 +531,9 @@ def _fmt_row(r: Mapping[str, Any]) -> str:
 def summary(sweep: Sweep, methods: Sequence[str]) -> str:
     """Markdown: per method the default and the val-selected point with their val gaps (per
     setting and their mean)."""
-    lines = ["| method | default | val gap (class / random / mean) | val-selected | "
-             "val gap (class / random / mean) |", "|---|---|---|---|---|"]
+    o = sweep.objective
+    lines = [f"| method | default | {o} (class / random / mean) | val-selected | "
+             f"{o} (class / random / mean) |", "|---|---|---|---|---|"]
     for method in methods:
         if method not in sweep.points:
             continue
@@ -543,7 +547,7 @@ def summary(sweep: Sweep, methods: Sequence[str]) -> str:
 def _gaps(sweep: Sweep, p: Point) -> str:
     vals = []
     for s in SETTINGS:
-        g = [r["val_gap"] for r in sweep.rows if r["method"] == p.method
+        g = [r[sweep.objective] for r in sweep.rows if r["method"] == p.method
              and r["setting"] == s and r["point"] == p.label]
         vals.append(f"{g[0]:.2f}" if g else "—")
     return " / ".join(vals) + f" / {sweep.mean_gaps(p.method)[p.label]:.2f}"
@@ -577,6 +581,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--seed-spread", default="",
                     help="comma-separated seeds: instead of the sweep, rerun the default point "
                          "of --methods with these seeds and append the rows (phase=seed)")
+    ap.add_argument("--objective", choices=("val_gap", "val_gap_m"), default="val_gap",
+                    help="what the selection minimises: the val gap, or val_gap_m (with the "
+                         "membership term)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/tune_on_val.csv"))
     args = ap.parse_args(argv)
     methods = list(CORE_METHODS) if args.methods == "core" else [
@@ -636,6 +643,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         else:
             sweep = tune(original, splits, methods, common=common, keep_models=args.evaluate,
                          report=write)
+        sweep.objective = args.objective
         print("\nval-selected vs default (selection used validation data only):")
         print(summary(sweep, methods), flush=True)
         if args.evaluate or args.evaluate_only:

@@ -34,6 +34,10 @@ def _retain_ref(original, split) -> float:
     return 100.0 * hits / len(split.val_retain)
 
 
+def sel_m(sweep, setting) -> float:
+    return sweep.selected()[("ft", setting)]["val_gap_m"]
+
+
 def _loss_auc(model, members, heldout) -> float:
     """ROC AUC of "lower cross-entropy ⇒ member", by hand with scikit-learn."""
     from sklearn.metrics import roc_auc_score
@@ -123,6 +127,15 @@ def test_tuning_reads_no_test_image_and_selects_the_argmin(
     default, best = sweep.proposed("ft")
     gaps = sweep.mean_gaps("ft")
     assert default.is_default and gaps[best.label] == min(gaps.values())
+    # the membership objective selects by val_gap_m instead
+    sweep.objective = "val_gap_m"
+    for setting in splits:
+        rows = [r for r in sweep.rows if r["setting"] == setting]
+        assert sel_m(sweep, setting) == min(r["val_gap_m"] for r in rows)
+    gaps_m = sweep.mean_gaps("ft")
+    assert gaps_m[sweep.proposed("ft")[1].label] == min(gaps_m.values())
+    assert gaps_m != gaps
+    sweep.objective = "val_gap"
 
     # the CSV round trip (--evaluate-only / --transfer-from read it back) keeps the choice
     path = tmp_path / "sweep.csv"
