@@ -614,6 +614,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     from_csv = args.transfer_from or args.membership_from
     phase = "membership" if args.membership_from else "transfer"
     source = load_sweep(Path(from_csv)) if from_csv else None
+    if source is not None:
+        source.objective = args.objective  # which point of that sweep counts as selected
     append = (bool(seeds) or source is not None or args.evaluate_only) and out.exists()
     prior = load_sweep(out) if args.evaluate_only else None
     with out.open("a" if append else "w", newline="") as fh:
