@@ -97,6 +97,8 @@ MASKED = [
     ("ft", FTConfig(epochs=2, mask="salun", **COMMON), "grad"),
     ("rl", RLConfig(mask="ig", mask_sparsity=0.7, **COMMON), "ig"),
     ("ga", GAConfig(mask="salun", mask_sparsity=0.3, lr=2e-3, **COMMON), "grad"),
+    # lr 0.01 (its pre-tuning default): at the Fashion-MNIST-tuned 0.03 this digits-sized
+    # 30-epoch ascent takes retain accuracy to 94 % (measured), below the 5-point band
     ("neggrad_plus",
      NegGradPlusConfig(beta=0.8, epochs=30, check_every=1, lr=0.01, mask="ig", **COMMON), "ig"),
 ]
