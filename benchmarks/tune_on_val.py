@@ -243,6 +243,20 @@ def val_loss_auc(model: nn.Module, split: ForgetSplit) -> float:
     return loss_attack_auc(lf, lh)
 
 
+def scored_run(original: nn.Module, split: ForgetSplit, config: Any, ref: Mapping[str, float],
+               phase: str, setting: str, point: Point, label: str | None = None,
+               ) -> tuple[dict[str, Any], Any]:
+    """Unlearn ``original`` on ``split`` with ``config`` and score the result with
+    :func:`val_terms`: ``(CSV row, UnlearnResult)``. The row names ``point`` (``label``
+    replaces its label, e.g. for a seed rerun)."""
+    res = fu.unlearn(original, split, config)
+    row = {"phase": phase, "method": point.method, "setting": setting,
+           "point": label or point.label, "is_default": point.is_default, "lr": point.lr,
+           "epochs": point.epochs, **ref, **val_terms(res.model, split, ref),
+           "seconds": res.rte_s}
+    return row, res
+
+
 @dataclass
 class Sweep:
     """Rows of a sweep (one per run) and, with ``keep_models``, the unlearned weights."""
@@ -311,10 +325,8 @@ def tune(
                 continue
             ref = refs[setting]
             for p in points[method]:
-                res = fu.unlearn(original, split, p.config(**common))
-                row = {"phase": "tune", "method": method, "setting": setting, "point": p.label,
-                       "is_default": p.is_default, "lr": p.lr, "epochs": p.epochs,
-                       **ref, **val_terms(res.model, split, ref), "seconds": res.rte_s}
+                row, res = scored_run(original, split, p.config(**common), ref, "tune",
+                                      setting, p)
                 sweep.rows.append(row)
                 if keep_models:
                     sweep.models[(method, setting, p.label)] = {
@@ -360,11 +372,10 @@ def seed_spread(original: nn.Module, splits: Mapping[str, ForgetSplit], methods:
                 continue
             ref = val_reference(original, split)
             for seed in seeds:
-                res = fu.unlearn(original, split, make_config(method, seed=seed, **common))
-                rows.append({"phase": "seed", "method": method, "setting": setting,
-                             "point": f"{default.label}, seed {seed}", "is_default": True,
-                             "lr": default.lr, "epochs": default.epochs, **ref,
-                             **val_terms(res.model, split, ref), "seconds": res.rte_s})
+                row, _ = scored_run(original, split, make_config(method, seed=seed, **common),
+                                    ref, "seed", setting, default,
+                                    label=f"{default.label}, seed {seed}")
+                rows.append(row)
                 if report is not None:
                     report(rows[-1])
     return rows
@@ -389,11 +400,8 @@ def transfer_check(original: nn.Module, splits: Mapping[str, ForgetSplit], sweep
                 continue
             ref = val_reference(original, split)
             for p in (default, best):
-                res = fu.unlearn(original, split, p.config(**common))
-                rows.append({"phase": phase, "method": method, "setting": setting,
-                             "point": p.label, "is_default": p.is_default, "lr": p.lr,
-                             "epochs": p.epochs, **ref, **val_terms(res.model, split, ref),
-                             "seconds": res.rte_s})
+                row, _ = scored_run(original, split, p.config(**common), ref, phase, setting, p)
+                rows.append(row)
                 if report is not None:
                     report(rows[-1])
     return rows
