@@ -90,6 +90,11 @@ class TrainHistory:
     epochs: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     compiled: bool = False
+    confidence: torch.Tensor | None = None
+    """Per training example (in the order of the part trained on), its mean true-class
+    probability over the epochs, from the training batches' own forward passes (no extra pass):
+    the learning-event memorization proxy of Zhao et al. 2024
+    (:func:`fastunlearn.evaluate.memorization.proxy_scores`)."""
 
 
 def nonfinite_tensors(model: nn.Module) -> list[str]:
@@ -184,10 +189,16 @@ class _EpochStats:
     """The per-batch loss of :func:`train` (cross-entropy), keeping the epoch's summed loss
     and correct count on the device (no host sync per step)."""
 
-    def __init__(self, label_smoothing: float, device: torch.device) -> None:
+    def __init__(self, label_smoothing: float, device: torch.device, n: int) -> None:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.device = device
+        # the learning-event proxy: each example's true-class probability, summed over epochs
+        self.confidence = torch.zeros(n, device=device)
+        self.pos: torch.Tensor | None = None
         self.reset()
+
+    def positions(self, pos: torch.Tensor) -> None:
+        self.pos = pos.to(self.device, non_blocking=True)
 
     def reset(self) -> None:
         self.loss_sum = torch.zeros((), device=self.device)
@@ -200,6 +211,10 @@ class _EpochStats:
         self.loss_sum += loss.detach() * len(y)
         self.correct += (out.detach().argmax(1) == y).sum()
         self.seen += len(y)
+        if self.pos is not None:
+            p = torch.softmax(out.detach().float(), 1).gather(1, y[:, None])[:, 0]
+            self.confidence.index_add_(0, self.pos, p)
+            self.pos = None
         return loss
 
 
@@ -217,12 +232,13 @@ def _train_epochs(model: nn.Module, data: DataPart, config: TrainConfig,
         progress=config.progress, compile=config.compile, amp=config.amp,
         check_finite=False,  # like any plain loop: no host sync per step (a diverged model is
     )                        # caught by the callers' finite-weights checks)
-    stats = _EpochStats(config.label_smoothing, device)
+    stats = _EpochStats(config.label_smoothing, device, len(data))
     history = TrainHistory()
     t0 = time.perf_counter()
     for epoch in range(config.epochs):
         stats.reset()
-        run_epochs(model, data, stats, runner, 1, config.batch_size, gen, device)
+        run_epochs(model, data, stats, runner, 1, config.batch_size, gen, device,
+                   positions=stats.positions)
         record = {
             "epoch": epoch + 1,
             "loss": stats.loss_sum.item() / stats.seen,
@@ -239,6 +255,7 @@ def _train_epochs(model: nn.Module, data: DataPart, config: TrainConfig,
         runner.bar.set_postfix({k: round(v, 3) for k, v in record.items() if k != "epoch"})
         log.info("epoch %d/%d %s", epoch + 1, config.epochs, record)
     history.compiled = runner.compiled
+    history.confidence = (stats.confidence / config.epochs).cpu()
     runner.close()
     history.seconds = time.perf_counter() - t0
     return history

@@ -16,7 +16,7 @@ made by the user's own transforms, so nothing is normalised or augmented here, a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -233,6 +233,7 @@ class DataPart:
         device: torch.device | str = "cpu",
         augment: bool | None = None,
         drop_last: bool = False,
+        positions: Callable[[Tensor], None] | None = None,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield normalised float ``(x, y)`` batches on ``device``.
 
@@ -241,6 +242,8 @@ class DataPart:
         On a user dataset (:class:`DatasetImages`) the batches are its own tensors, read by a
         ``DataLoader`` with the dataset's ``loader`` options in the same order, and
         ``augment`` is ignored (the user's transforms augment, if they do).
+        ``positions``, when given, is called with each batch's positions in this view (a long
+        tensor) before the batch is yielded — how training records per-example statistics.
         """
         n = len(self)
         if n == 0:
@@ -250,7 +253,8 @@ class DataPart:
         if isinstance(self._images, DatasetImages):
             # a user dataset: its own transforms made the tensors (no normalisation and no
             # augmentation here); the same order, read through a DataLoader
-            yield from self._loader_batches(order, batch_size, nb, torch.device(device))
+            yield from self._loader_batches(order, batch_size, nb, torch.device(device),
+                                            positions)
             return
         do_aug = (self.dataset.augment if augment is None else augment) and shuffle
         for b in range(nb):
@@ -259,10 +263,13 @@ class DataPart:
             x = normalize(x.to(device, non_blocking=True), self.dataset.mean, self.dataset.std)
             if do_aug:
                 x = random_crop_flip(x, generator=generator)
+            if positions is not None:
+                positions(pos)
             yield x, y.to(device, non_blocking=True)
 
-    def _loader_batches(self, order: Tensor, batch_size: int, nb: int,
-                        device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    def _loader_batches(self, order: Tensor, batch_size: int, nb: int, device: torch.device,
+                        positions: Callable[[Tensor], None] | None = None,
+                        ) -> Iterator[tuple[Tensor, Tensor]]:
         """``nb`` batches of positions ``order`` of a :class:`DatasetImages` view, read by a
         ``DataLoader`` (labels from this view, so relabelled views keep their labels)."""
         from torch.utils.data import DataLoader
@@ -284,6 +291,8 @@ class DataPart:
         )
         for pos, x in zip(chunks, loader):
             x = normalize(x, None, None)  # float32, as the in-memory path yields
+            if positions is not None:
+                positions(pos)
             yield x.to(device, non_blocking=pin), self.labels[pos].to(device, non_blocking=pin)
 
     def tensors(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:

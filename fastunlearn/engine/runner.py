@@ -30,7 +30,7 @@ from fastunlearn.kernels.compile import CompiledForward, check_compile_mode, com
 if TYPE_CHECKING:  # pragma: no cover
     from fastunlearn.data.base import DataPart
 
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "linear")
 
 #: A callback run after every applied step: ``fn(runner) -> stop reason`` ("" to go on).
 Callback = Callable[["StepRunner"], str]
@@ -42,13 +42,16 @@ _UNSET = object()
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the base learning rate at ``step`` (0-based) of ``total``: linear
-    warm-up over ``warmup`` steps, then constant or a cosine decay to 0."""
+    warm-up over ``warmup`` steps, then constant, a cosine decay to 0 or a linear decay to 0
+    (with a warm-up: the triangular one-cycle schedule)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def check_schedule(where: str, schedule: str | Callable[[int], float]) -> None:
@@ -249,15 +252,18 @@ def run_epochs(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
+    positions: Callable[[torch.Tensor], None] | None = None,
 ) -> bool:
     """``epochs`` shuffled passes over ``part``, one ``runner.step(loss_fn(net, x, y))`` per
     batch (under the runner's autocast), model in train mode at the start of each pass;
     ``net`` is ``model`` or, with the runner's ``compile``, its compiled forward (same
-    parameters). Returns False (and stops) when the runner stops (a guard's reason, or a
-    non-finite loss)."""
+    parameters). ``positions`` is called with each batch's positions in ``part`` before its
+    step. Returns False (and stops) when the runner stops (a guard's reason, or a non-finite
+    loss)."""
     for _ in range(epochs):
         model.train()
-        for x, y in part.batches(batch_size, shuffle=True, generator=generator, device=device):
+        for x, y in part.batches(batch_size, shuffle=True, generator=generator, device=device,
+                                 positions=positions):
             with runner.autocast():
                 loss = loss_fn(runner.net(model, x), x, y)
             runner.step(loss)

@@ -205,6 +205,29 @@ def small_cnn(
     return SmallCNN(num_classes, in_chans, img_size, **opts)
 
 
+@register_model("small_cnn_narrow")
+def small_cnn_narrow(
+    num_classes: int,
+    in_chans: int,
+    img_size: tuple[int, int],
+    pretrained: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """``small_cnn`` with half the conv channels (16/32, FC 128): the audit's shadow model.
+
+    About 2.7x faster to train on CPU than ``small_cnn``; on fashion-mnist-10k halves it still
+    fits the training set (≥ 99.5 %) within a point of ``small_cnn``'s test accuracy
+    (benchmarks/bench_pool.py). Options as for ``small_cnn`` (``hidden``, ``max_grid``).
+    """
+    _no_pretrained("small_cnn_narrow", pretrained)
+    if "width" in kwargs:
+        raise ValueError("small_cnn_narrow has a fixed width (16, 32); for another width use "
+                         "small_cnn with width=(c1, c2)")
+    opts = {k: kwargs.pop(k) for k in ("hidden", "max_grid") if k in kwargs}
+    _no_options("small_cnn_narrow", kwargs, ("hidden", "max_grid"))
+    return SmallCNN(num_classes, in_chans, img_size, width=(16, 32), **opts)
+
+
 @register_model("lenet5")
 def lenet5(
     num_classes: int,

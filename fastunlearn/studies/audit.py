@@ -72,6 +72,7 @@ from fastunlearn.studies.pool import (
     pool_ready,
 )
 from fastunlearn.studies.runlog import _run_log, machine
+from fastunlearn.studies.selection import Selection, is_hard, memorization, resolve_hard_forget
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,15 @@ class AuditConfig:
     epochs: int = 30
     lr: float = 0.05
     batch_size: int = 128
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
     shadows: int = 16
     seed: int = 0
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     probe_shadows: int = 2
     relearn_size: int = 64
+    select_models: int = 8
     klom_points: int = 300
     out: str | None = None
     pool: str | None = None
@@ -143,8 +148,16 @@ class AuditConfig:
 
     @property
     def train(self) -> dict[str, Any]:
-        return {"epochs": int(self.epochs), "lr": float(self.lr),
-                "batch_size": int(self.batch_size), "eval_every": 0}
+        out = {"epochs": int(self.epochs), "lr": float(self.lr),
+               "batch_size": int(self.batch_size), "eval_every": 0}
+        # keys of the original recipe stay as they were (its pools are reused)
+        if self.weight_decay != 5e-4:
+            out["weight_decay"] = float(self.weight_decay)
+        if self.schedule != "cosine":
+            out["schedule"] = str(self.schedule)
+        if self.warmup_epochs:
+            out["warmup_epochs"] = float(self.warmup_epochs)
+        return out
 
     def all_methods(self) -> list[str]:
         rest = [m for m in self.methods if m not in (DO_NOTHING, CEILING)]
@@ -454,6 +467,31 @@ def balanced_sides(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             drop_last(m_out, np.maximum(n_out - n_in, 0)))
 
 
+def ulira_by_target(phi: np.ndarray, member: np.ndarray
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """U-LiRA with every model as the target once: ``phi[N, n]`` (a method's φ on ``n`` forget
+    examples under ``N`` shadows), ``member[N, n]`` (the shadows that trained on each). Per
+    target, its forgotten (``member``) and never-seen examples are scored by the likelihood
+    ratio of Gaussians fitted on the other shadows' balanced in/out sides. Returns the
+    per-target ``(forgotten scores, never-seen scores)`` lists."""
+    from fastunlearn.evaluate import audit as A
+
+    shadows = phi.shape[0]
+    pos, neg = [], []
+    for i in range(shadows):
+        others = np.arange(shadows) != i
+        vals, mask = phi[others], member[others]
+        in_side, out_side = balanced_sides(mask)
+        in_conf = np.where(in_side, vals, np.nan)
+        out_conf = np.where(out_side, vals, np.nan)
+        s = np.asarray(A.ulira_scores(phi[i], in_conf, out_conf,
+                                      fixed_variance=shadows < GLOBAL_VARIANCE_BELOW),
+                       dtype=np.float64)
+        pos.append(s[member[i]])
+        neg.append(s[~member[i]])
+    return pos, neg
+
+
 def method_scores(task: Task, phis: list[dict[str, np.ndarray]], gold: list[dict[str, np.ndarray]],
                   metrics: list[dict[str, Any]], gold_metrics: list[dict[str, Any]],
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -481,19 +519,7 @@ def method_scores(task: Task, phis: list[dict[str, np.ndarray]], gold: list[dict
     ta_r = float(np.mean([m["test_acc"] for m in gold_metrics]))
     final = float(A.final_score(raw, ra_u, ra_r, ta_u, ta_r))
 
-    # U-LiRA: every shadow is the target once; Gaussians from the other shadows
-    pos, neg = [], []
-    for i in range(task.shadows):
-        others = np.arange(task.shadows) != i
-        vals, mask = u_f[others], member_f[others]
-        in_side, out_side = balanced_sides(mask)
-        in_conf = np.where(in_side, vals, np.nan)
-        out_conf = np.where(out_side, vals, np.nan)
-        s = np.asarray(A.ulira_scores(u_f[i], in_conf, out_conf,
-                                      fixed_variance=task.shadows < GLOBAL_VARIANCE_BELOW),
-                       dtype=np.float64)
-        pos.append(s[member_f[i]])
-        neg.append(s[~member_f[i]])
+    pos, neg = ulira_by_target(u_f, member_f)
     pos_all, neg_all = np.concatenate(pos), np.concatenate(neg)
     ul = A.ulira_attack(pos_all, neg_all)
     # 95 % bootstrap intervals: the forget score over forget examples (the penalty factor of
@@ -564,11 +590,23 @@ def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any
     forget = parse_forget(config.forget, data.classes)
     if forget["type"] == "random" and "seed" not in forget:
         forget["seed"] = config.seed
-    task = Task(config.dataset, config.model, forget, config.train, int(config.shadows),
-                int(config.seed))
     out = Path(config.out or f"runs/audit/{slug(config.dataset)}-"
                               f"{slug(forget_label(config.forget))}")
     pool = Path(config.pool) if config.pool else out.parent / "pool"
+    threads = config.threads
+    if threads is None and config.executor == "process":
+        import os
+
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+    selection = None
+    if is_hard(forget):  # chosen by selection models that are never scored (no winner's curse)
+        selection = Selection(config.dataset, config.model, config.train, int(config.seed),
+                              int(config.select_models))
+        forget = resolve_hard_forget(forget, selection, pool, executor=config.executor,
+                                     workers=config.workers, device=config.device,
+                                     threads=threads, progress=config.progress)
+    task = Task(config.dataset, config.model, forget, config.train, int(config.shadows),
+                int(config.seed))
     out.mkdir(parents=True, exist_ok=True)
     pool.mkdir(parents=True, exist_ok=True)
     methods = config.all_methods()
@@ -588,11 +626,6 @@ def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any
             if not pool_ready(pool, pool_key(task, i, role))]
     counts = {"runs": len(runs), "skipped": len(runs) - len(todo), "ran": 0,
               "pool_trained": 0, "pool_reused": len(ROLES) * task.shadows - len(jobs)}
-    threads = config.threads
-    if threads is None and config.executor == "process":
-        import os
-
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
     bar = tqdm(total=len(jobs) + len(todo), desc=f"audit {out.name}", unit="job",
                disable=not config.progress)
 
@@ -627,6 +660,16 @@ def audit(config: AuditConfig | None = None, *, split: Any = None, model_fn: Any
         rows.append({"method": m, **summary})
         arrays.update({f"{m}/{k}": v for k, v in arr.items()})
     _mark_do_nothing(rows)
+    # memorization of the forget examples measured on the scoring shadows themselves (the
+    # do-nothing runs), beside the selection models' estimate the set was chosen by
+    from fastunlearn.evaluate.memorization import memorization_scores
+
+    lay = layout(task)
+    member_f = lay["member"][:, lay["F"]].numpy()
+    orig_f = np.stack([a["forget"] for _, a in by_method[DO_NOTHING]])
+    arrays["memorization/forget_scoring"] = memorization_scores(orig_f, member_f)
+    if selection is not None and forget["selected"]["by"] == "memorization":
+        arrays["memorization/selection"] = memorization(selection, pool)["scores"]
     wall = time.perf_counter() - t0
     from fastunlearn.studies.audit_report import write_audit_report
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fastunlearn._atomic import atomic_write_bytes
+from fastunlearn.studies.config import forget_label
 from fastunlearn.studies.keys import DO_NOTHING, write_json_atomic
 from fastunlearn.studies.tables import fmt, md_table, write_csv
 
@@ -76,9 +77,11 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
         P.plot_probe_bars(probe, out / "probe.png")
 
     kind = task.forget.get("type")
+    sel = task.forget.get("selected")
     forget_txt = (f"class {', '.join(task.forget['classes'])}" if kind == "class"
-                  else f"{len(task.forget['ids'])} given training samples" if kind == "indices"
-                  else config.forget)
+                  else f"`{forget_label(sel)}` ({len(task.forget['ids'])} training samples)"
+                  if sel else f"{len(task.forget['ids'])} given training samples"
+                  if kind == "indices" else config.forget)
     not_beating = [r["method"] for r in rows if r.get("beats_do_nothing") is False
                    and r["method"] != "retrain"]
     lines = [
@@ -93,6 +96,7 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
         f"({counts['ran']} runs ran, {counts['skipped']} reused, {counts['pool_trained']} shadow "
         f"models trained, {counts['pool_reused']} reused).",
         "",
+        *_selection_lines(task, arrays),
         audit_table(rows),
         "Forget score: NeurIPS-2023 challenge score (higher = closer to retraining, × utility "
         "ratios). U-LiRA: attack AUC on forgotten vs never-seen examples (0.5 = ideal). KLoM: "
@@ -118,6 +122,23 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
     report = out / "report.md"
     atomic_write_bytes(report, "\n".join(lines).encode())
     return report
+
+
+def _selection_lines(task: Any, arrays: dict[str, np.ndarray]) -> list[str]:
+    """How a hard forget set was chosen, and its memorization as the scoring shadows see it."""
+    sel = task.forget.get("selected")
+    mem = arrays.get("memorization/forget_scoring")
+    lines = []
+    if sel:
+        how = (f"{sel['selection_models']} selection models on random halves (seed "
+               f"{sel['selection_seed']}), by Feldman–Zhang memorization"
+               if sel.get("by") == "memorization" else
+               f"the worst-case search on one selection model (seed {sel['selection_seed']})")
+        lines.append(f"Forget set chosen by {how}; none of them is an audit shadow.")
+    if mem is not None and np.isfinite(mem).any():
+        lines.append(f"Memorization of the forget set measured on the audit's own originals "
+                     f"(mean φ in − mean φ out): {float(np.nanmean(mem)):.2f}.")
+    return [" ".join(lines), ""] if lines else []
 
 
 def read_rows(out: str | Path) -> list[dict[str, Any]]:

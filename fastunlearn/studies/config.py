@@ -174,7 +174,38 @@ def parse_forget(text: str | Mapping[str, Any],
         if value >= 1 and value == int(value):
             return {"type": "random", "count": int(value)}
         raise ValueError(f"bad forget spec {text!r}: use random:10%, random:0.1 or random:500")
-    raise ValueError(f"bad forget spec {text!r}; use class:NAME[,NAME], random:10% or random:500")
+    if kind in HARD_KINDS and arg:
+        return _hard_spec(kind, arg, text)
+    raise ValueError(f"bad forget spec {text!r}; use class:NAME[,NAME], random:10%, random:500, "
+                     "memorized:5%, mixed:600 or worst:5%")
+
+
+# forget sets chosen by memorization (selection models) or by the worst-case search
+HARD_KINDS = ("memorized", "mixed", "worst")
+
+
+def _hard_spec(kind: str, arg: str, text: str) -> dict[str, Any]:
+    """``memorized:5%`` / ``memorized:500`` / ``mixed:600`` / ``worst:5%`` → spec dict."""
+    example = {"memorized": "memorized:5% or memorized:500", "mixed": "mixed:600",
+               "worst": "worst:5% or worst:500"}[kind]
+    try:
+        if arg.endswith("%"):
+            frac = float(arg[:-1]) / 100
+            if not 0 < frac < 1:
+                raise ValueError
+            return {"type": kind, "fraction": frac}
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"bad forget spec {text!r}: {kind} needs a count or a percentage in "
+                         f"(0, 100), e.g. {example}") from None
+    if 0 < value < 1:
+        return {"type": kind, "fraction": value}
+    if value >= 1 and value == int(value):
+        if kind == "mixed" and int(value) < 3:
+            raise ValueError(f"bad forget spec {text!r}: mixed needs at least 3 examples "
+                             "(thirds of high, middle and low memorization)")
+        return {"type": kind, "count": int(value)}
+    raise ValueError(f"bad forget spec {text!r}: use {example}")
 
 
 def _check_spec(spec: dict[str, Any], classes: Sequence[str] | None) -> dict[str, Any]:
@@ -185,7 +216,10 @@ def _check_spec(spec: dict[str, Any], classes: Sequence[str] | None) -> dict[str
                 isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
             raise ValueError("an indices forget spec needs 'ids': a non-empty list of train "
                              "indices (non-negative integers)")
-        return {"type": "indices", "ids": [int(i) for i in ids]}
+        out: dict[str, Any] = {"type": "indices", "ids": [int(i) for i in ids]}
+        if isinstance(spec.get("selected"), Mapping):  # how a hard set was chosen
+            out["selected"] = dict(spec["selected"])
+        return out
     if kind == "class":
         names = spec.get("classes")
         if not isinstance(names, (list, tuple)) or not names:
@@ -201,18 +235,34 @@ def _check_spec(spec: dict[str, Any], classes: Sequence[str] | None) -> dict[str
         if "seed" in spec:
             out["seed"] = int(spec["seed"])
         return out
-    raise ValueError(f"unknown forget spec type {kind!r}; expected class, random or indices")
+    if kind in HARD_KINDS:
+        if "fraction" in spec:
+            out = parse_forget(f"{kind}:{spec['fraction']}", classes)
+        elif "count" in spec:
+            out = parse_forget(f"{kind}:{spec['count']}", classes)
+        else:
+            raise ValueError(f"a {kind} forget spec needs 'fraction' or 'count'")
+        return out
+    raise ValueError(f"unknown forget spec type {kind!r}; expected class, random, indices, "
+                     "memorized, mixed or worst")
 
 
 def forget_label(forget: str | Mapping[str, Any] | None) -> str:
     """A short readable name of a forget setting (directory names, report headers)."""
     if forget is None or isinstance(forget, str):
         return str(forget)
+    if "selected" in forget:  # a resolved hard set keeps the name it was asked by
+        return forget_label(forget["selected"])
     if forget.get("type") == "indices":
         return f"indices:{len(forget.get('ids', []))}"
     if forget.get("type") == "class":
         return "class:" + ",".join(str(c) for c in forget.get("classes", []))
-    return "random:" + str(forget.get("fraction", forget.get("count")))
+    kind = forget.get("type", "random")
+    if kind == "random":
+        return "random:" + str(forget.get("fraction", forget.get("count")))
+    if "fraction" in forget:
+        return f"{kind}:{100 * float(forget['fraction']):g}%"
+    return f"{kind}:{forget.get('count')}"
 
 
 def default_forget(config: StudyConfig, data: Any) -> dict[str, Any]:
