@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_dataset": "fastunlearn.data",
     "list_datasets": "fastunlearn.data",
+    "forget_by_scores": "fastunlearn.data",
     "forget_classes": "fastunlearn.data",
     "forget_random": "fastunlearn.data",
     "forget_indices": "fastunlearn.data",

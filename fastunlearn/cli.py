@@ -156,12 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "are always added; 'retrain' alone is the ceiling check)")
     a.add_argument("--dataset", default="fashion-mnist-10k",
                    help="default: the memorizing 10k Fashion-MNIST subset")
-    a.add_argument("--model", default="small_cnn")
+    a.add_argument("--model", help="shadow model (default: the audit's, small_cnn_narrow)")
     a.add_argument("--forget", default="random:10%",
-                   help="random:10%% (default), random:500 or class:NAME")
-    a.add_argument("--epochs", type=int, default=30, help="epochs of each shadow model")
-    a.add_argument("--lr", type=float, default=0.05, help="learning rate of the shadow models")
-    a.add_argument("--batch-size", type=int, default=128)
+                   help="random:10%% (default), random:500, class:NAME, memorized:5%%, "
+                        "memorized:500, mixed:600 or worst:5%% (hard sets are chosen by "
+                        "selection models the audit trains and never scores)")
+    a.add_argument("--epochs", type=int, help="epochs of each shadow model (default: the "
+                                               "audit's fast memorizing recipe)")
+    a.add_argument("--lr", type=float, help="learning rate of the shadow models")
+    a.add_argument("--batch-size", type=int, help="batch size of the shadow models")
+    a.add_argument("--protocol", choices=["lira", "challenge"], default="lira",
+                   help="lira: shadows on random halves (is the example's trace gone across "
+                        "data draws?); challenge: one original on all the data, method seeds "
+                        "vs retrain seeds (did this method forget on this model?)")
+    a.add_argument("--select-models", type=int,
+                   help="selection models for memorized:/mixed: sets (even, default 8)")
     a.add_argument("--shadows", type=int, default=16, help="N shadow models (even, ≥ 8)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--set", nargs="+", default=[], metavar="METHOD.KEY=VALUE",
@@ -205,6 +214,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_forget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forget", metavar="SPEC",
+                   help="what to forget: class:NAME[,NAME], random:10%%, random:500, "
+                        "ids:FILE, memorized:5%%, mixed:600 (by the memorization proxy the "
+                        "checkpoint recorded in `fastunlearn train`) or worst:5%% (worst-case "
+                        "search on the checkpoint)")
     p.add_argument("--forget-type", choices=["class", "sample"],
                    help="class: whole classes; sample: random samples (or --forget-ids)")
     p.add_argument("--forget-class", nargs="+", metavar="CLASS", help="class names or indices")
@@ -275,6 +289,12 @@ def _load_data(  # noqa: ANN202
 def _forget_split(args: argparse.Namespace, data, stored: dict | None = None):  # noqa: ANN001, ANN202
     from fastunlearn.data import forget_classes, forget_indices, forget_random, split_from_spec
 
+    if getattr(args, "forget", None):
+        if args.forget_type or args.forget_class or args.forget_ids or (
+                args.forget_count is not None or args.forget_fraction is not None):
+            raise UsageError("give --forget SPEC or the --forget-* flags, not both")
+        return _forget_from_spec(args.forget, data, getattr(args, "_checkpoint_meta", None),
+                                 getattr(args, "_checkpoint_model", None), args.forget_seed)
     kind = args.forget_type
     if kind is None:
         if args.forget_class:
@@ -414,6 +434,57 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _forget_from_spec(text: str, data, meta: dict | None, model, seed: int):  # noqa: ANN001, ANN202
+    """One ``--forget SPEC`` → a split. ``memorized:``/``mixed:`` read the checkpoint's recorded
+    learning-event proxy; ``worst:`` runs the worst-case search on the checkpoint's model."""
+    from fastunlearn.data import forget_by_scores, forget_indices, split_from_spec
+    from fastunlearn.studies.config import parse_forget
+
+    kind = text.partition(":")[0].strip().lower()
+    if kind == "ids":
+        path = Path(text.partition(":")[2].strip())
+        if not path.is_file():
+            raise UsageError(f"--forget ids: file not found: {path}")
+        try:
+            if path.suffix == ".npy":
+                import numpy as np
+
+                ids = [int(v) for v in np.load(path).ravel()]
+            else:
+                ids = [int(tok) for tok in path.read_text().split()]
+        except ValueError as err:
+            raise UsageError(f"--forget {text}: {err}; put one integer index per line") from err
+        return forget_indices(data, ids)
+    try:
+        spec = parse_forget(text, data.classes)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    if spec["type"] == "random":
+        spec.setdefault("seed", seed)
+    if spec["type"] in ("memorized", "mixed"):
+        proxy = (meta or {}).get("learning_proxy")
+        if not proxy or len(proxy) != len(data.train_labels):
+            raise UsageError(f"--forget {text}: the checkpoint has no recorded memorization "
+                             "proxy for this dataset; train it with `fastunlearn train` (which "
+                             "records it), or pass --forget ids:FILE with the indices an audit "
+                             "chose (audit.json → task.forget.ids)")
+        from fastunlearn.evaluate.memorization import proxy_scores
+
+        return forget_by_scores(data, proxy_scores(proxy), spec)
+    if spec["type"] == "worst":
+        if model is None:
+            raise UsageError(f"--forget {text} needs the checkpoint's model (unlearn)")
+        from fastunlearn.data.hard_sets import hard_count
+        from fastunlearn.studies.worst_case import WorstCaseConfig, select_worst
+
+        pos, _ = select_worst(model, data.train, hard_count(spec, len(data.train_labels)),
+                              WorstCaseConfig(seed=seed))
+        split = forget_indices(data, pos)
+        split.spec["selected"] = {**spec, "by": "worst-case search"}
+        return split
+    return split_from_spec(data, spec)
+
+
 # --------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
@@ -449,9 +520,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics = _scalar_accuracy(model, split)
     else:
         metrics = {"test_acc": model.fastunlearn_history.epochs[-1].get("test_acc")}
+    extra: dict = {"role": "retrain" if split else "original"}
+    conf = model.fastunlearn_history.confidence
+    if not split and conf is not None:  # the memorization proxy, per training example
+        extra["learning_proxy"] = [round(float(c), 5) for c in conf]
     path = save_checkpoint(out, model, dataset=data, forget=split.spec if split else None,
                            seed=args.seed, train_config=cfg.to_dict(), metrics=metrics,
-                           extra={"role": "retrain" if split else "original"})
+                           extra=extra)
     print(f"saved {path} (test_acc {metrics.get('test_acc', float('nan')):.2f} %)")
     return 0
 
@@ -858,6 +933,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.model and meta["model"]["name"] != args.model:
         raise UsageError(f"{path} holds a {meta['model']['name']!r} model, not {args.model!r}")
     data = _load_data(dataset, args.data_root)
+    if getattr(args, "forget", None) and args.forget.lower().startswith("worst:"):
+        args._checkpoint_model = load_checkpoint(path).model
+    args._checkpoint_meta = meta
     split = _forget_split(args, data)
     kind = "class" if split.kind == "class" else "sample"
     out = Path(args.out or path.with_name(f"{path.stem}_{config.method}_{kind}.safetensors"))
@@ -1055,9 +1133,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from fastunlearn.studies.audit_report import audit_table
 
     per_method = _study_method_options(args.set)
+    recipe = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
+                                ("batch_size", args.batch_size),
+                                ("select_models", args.select_models), ("model", args.model))
+              if v is not None}
     config = AuditConfig(
-        methods=tuple(args.method), dataset=args.dataset, model=args.model, forget=args.forget,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, shadows=args.shadows,
+        methods=tuple(args.method), dataset=args.dataset, forget=args.forget,
+        shadows=args.shadows, protocol=args.protocol, **recipe,
         seed=args.seed, method_options=per_method, probe_shadows=args.probe_shadows,
         out=args.out, pool=args.pool, executor=args.executor, workers=args.workers,
         device=args.device, threads=args.threads, progress=not args.no_progress,

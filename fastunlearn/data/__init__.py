@@ -23,6 +23,7 @@ from fastunlearn.data.sources import (  # noqa: F401  (importing them registers 
 )
 from fastunlearn.data.splits import (
     ForgetSplit,
+    forget_by_scores,
     forget_classes,
     forget_indices,
     forget_random,
@@ -37,6 +38,7 @@ __all__ = [
     "ImageDataset",
     "LoaderOptions",
     "dataset_descriptions",
+    "forget_by_scores",
     "forget_classes",
     "forget_indices",
     "forget_random",

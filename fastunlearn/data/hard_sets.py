@@ -12,7 +12,42 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["hard_count", "select_by_scores"]
+__all__ = ["HARD_KINDS", "hard_count", "parse_hard_spec", "select_by_scores"]
+
+#: forget-set kinds chosen by a per-example score (or, ``worst``, by a search on a model)
+HARD_KINDS = ("memorized", "mixed", "worst")
+_EXAMPLES = {"memorized": "memorized:5% or memorized:500", "mixed": "mixed:600",
+             "worst": "worst:5% or worst:500"}
+
+
+def parse_hard_spec(text: str) -> dict[str, Any]:
+    """``"memorized:5%"`` / ``"memorized:500"`` / ``"mixed:600"`` / ``"worst:5%"`` (also a
+    fraction such as ``memorized:0.05``) → ``{"type": kind, "fraction"|"count": ...}``; a
+    one-line ValueError saying what is wrong otherwise."""
+    kind, _, arg = str(text).partition(":")
+    kind, arg = kind.strip().lower(), arg.strip()
+    if kind not in HARD_KINDS:
+        raise ValueError(f"bad forget spec {text!r}: the kind must be one of "
+                         f"{', '.join(HARD_KINDS)}")
+    example = _EXAMPLES[kind]
+    try:
+        if arg.endswith("%"):
+            frac = float(arg[:-1]) / 100
+            if not 0 < frac < 1:
+                raise ValueError
+            return {"type": kind, "fraction": frac}
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"bad forget spec {text!r}: {kind} needs a count or a percentage in "
+                         f"(0, 100), e.g. {example}") from None
+    if 0 < value < 1:
+        return {"type": kind, "fraction": value}
+    if value >= 1 and value == int(value):
+        if kind == "mixed" and int(value) < 3:
+            raise ValueError(f"bad forget spec {text!r}: mixed needs at least 3 examples "
+                             "(thirds of high, middle and low memorization)")
+        return {"type": kind, "count": int(value)}
+    raise ValueError(f"bad forget spec {text!r}: use {example}")
 
 
 def hard_count(spec: Mapping[str, Any], n: int) -> int:

@@ -285,5 +285,42 @@ def split_from_spec(data: ImageDataset, spec: dict[str, Any]) -> ForgetSplit:
             return forget_random(data, fraction=spec["fraction"], seed=spec.get("seed", 0))
         return forget_random(data, count=spec["count"], seed=spec.get("seed", 0))
     if kind == "indices":
-        return forget_indices(data, spec["ids"])
+        split = forget_indices(data, spec["ids"])
+        if isinstance(spec.get("selected"), dict):  # how a hard set was chosen
+            split.spec["selected"] = dict(spec["selected"])
+        return split
+    if kind in ("memorized", "mixed", "worst"):
+        raise ValueError(f"a {kind} forget set is chosen by memorization scores or a model: "
+                         "resolve it first (fu.forget_by_scores, or fastunlearn audit / study, "
+                         "which train the selection models)")
     raise ValueError(f"unknown forget spec type {kind!r}; expected class, random or indices")
+
+
+def forget_by_scores(data: ImageDataset, scores: Sequence[float] | Tensor | Any,
+                     spec: str | dict[str, Any]) -> ForgetSplit:
+    """Forget the training examples a ``memorized:`` / ``mixed:`` spec picks by per-example
+    memorization ``scores`` (one per training example, higher = more memorized; e.g.
+    :func:`fastunlearn.evaluate.memorization.proxy_scores` of ``fu.train``'s recorded
+    ``history.confidence``, or a pool's
+    :func:`~fastunlearn.evaluate.memorization.memorization_scores`).
+
+    The split's spec is the resolved index list with how it was chosen, so it rebuilds without
+    the scores (:func:`split_from_spec`)."""
+    import numpy as np
+
+    from fastunlearn.data.hard_sets import parse_hard_spec, select_by_scores
+
+    asked = parse_hard_spec(spec) if isinstance(spec, str) else dict(spec)
+    if asked.get("type") not in ("memorized", "mixed"):
+        raise ValueError(f"forget_by_scores takes a memorized: or mixed: spec, got "
+                         f"{asked.get('type')!r} (worst: needs a model: "
+                         "fastunlearn.studies.worst_case.select_worst)")
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, Tensor) else scores,
+                   dtype=np.float64).ravel()
+    n = len(data.train_labels)
+    if s.shape != (n,):
+        raise ValueError(f"scores must hold one value per training example ({n}), got {s.size}")
+    ids = select_by_scores(s, asked)
+    split = forget_indices(data, torch.as_tensor(ids))
+    split.spec["selected"] = {**asked, "by": "scores"}
+    return split

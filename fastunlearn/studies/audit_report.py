@@ -66,8 +66,10 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
     methods = [r["method"] for r in rows]
     eps = {m: arrays[f"{m}/epsilon"] for m in methods}
     P.plot_epsilon_histogram(eps, out / "epsilon.png")
-    P.plot_ulira_roc({m: (arrays[f"{m}/ulira_fpr"], arrays[f"{m}/ulira_tpr"]) for m in methods},
-                     out / "ulira_roc.png")
+    challenge = task.key_data().get("protocol") == "challenge"
+    if not challenge:
+        P.plot_ulira_roc({m: (arrays[f"{m}/ulira_fpr"], arrays[f"{m}/ulira_tpr"])
+                          for m in methods}, out / "ulira_roc.png")
     P.plot_klom_cdfs({m: {s: arrays[f"{m}/klom_{s}"] for s in ("forget", "retain", "val")}
                       for m in methods}, out / "klom_cdf.png")
     probe = {m: r["probe_forget_acc"] for m, r in zip(methods, rows)
@@ -87,10 +89,15 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
     lines = [
         f"# Forgetting audit: {config.dataset}, {config.model}, forget {forget_txt}",
         "",
-        f"{task.shadows} shadow models, each trained on a seeded random half of the training set "
-        f"({config.epochs} epochs, lr {config.lr}, batch {config.batch_size}); per shadow the "
-        "method forgets the audit forget set's examples in its half. Definitions: "
-        "docs/evaluation.md (per-example audit).",
+        (f"Protocol `challenge`: one original trained on all of the training set; {task.shadows} "
+         "unlearning runs from it that differ only in the method's seed, against "
+         f"{task.shadows} retrains without the forget set ({config.epochs} epochs, lr "
+         f"{config.lr}, batch {config.batch_size}); U-LiRA does not apply (every model saw "
+         "every forget example). Definitions: docs/audit.md." if challenge else
+         f"{task.shadows} shadow models, each trained on a seeded random half of the training "
+         f"set ({config.epochs} epochs, lr {config.lr}, batch {config.batch_size}); per shadow "
+         "the method forgets the audit forget set's examples in its half. Definitions: "
+         "docs/evaluation.md (per-example audit)."),
         "",
         f"Machine: {machine}. Wall time of this audit: {wall_s:.0f} s "
         f"({counts['ran']} runs ran, {counts['skipped']} reused, {counts['pool_trained']} shadow "
@@ -112,8 +119,7 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
         "",
         "![ε histogram](epsilon.png)",
         "",
-        "![U-LiRA ROC](ulira_roc.png)",
-        "",
+        *([] if challenge else ["![U-LiRA ROC](ulira_roc.png)", ""]),
         "![KLoM CDFs](klom_cdf.png)",
         "",
     ]

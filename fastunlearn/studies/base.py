@@ -81,6 +81,7 @@ def run(name: str, config: StudyConfig | None = None, *, split: Any = None,
     out = Path(config.out) if config.out else Path("runs") / "studies" / name
     t0 = time.perf_counter()
     data = load_dataset(config.dataset)
+    config = _resolve_hard_forget(config, data, out)
     runs = study.plan(config, data)
     if not runs:
         raise ValueError(f"study {name!r} planned no runs; check --methods / options")
@@ -105,6 +106,25 @@ def run(name: str, config: StudyConfig | None = None, *, split: Any = None,
     report = out / "report.md"
     atomic_write_bytes(report, (header(study, ctx) + body).encode())
     return StudyResult(name, out, rows, counts, report, time.perf_counter() - t0)
+
+
+def _resolve_hard_forget(config: StudyConfig, data: Any, out: Path) -> StudyConfig:
+    """A ``memorized:`` / ``mixed:`` / ``worst:`` forget spec resolved to its index list by
+    selection models trained (once, into the pool) with the study's own model and recipe."""
+    from fastunlearn.studies.config import parse_forget
+    from fastunlearn.studies.selection import Selection, is_hard, resolve_hard_forget
+
+    if not config.forget:
+        return config
+    spec = parse_forget(config.forget, data.classes)
+    if not is_hard(spec):
+        return config
+    sel = Selection(config.dataset, config.model, {**config.train_config(), "eval_every": 0})
+    pool = Path(config.pool) if config.pool else out.parent / "pool"
+    resolved = resolve_hard_forget(spec, sel, pool, executor=config.executor,
+                                   workers=config.workers, device=config.device,
+                                   threads=config.threads, progress=config.progress)
+    return dataclasses.replace(config, forget=resolved)
 
 
 # ------------------------------------------------------------------ report bits

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fastunlearn.data.hard_sets import HARD_KINDS, parse_hard_spec
 from fastunlearn.studies.executors import EXECUTORS
 from fastunlearn.studies.options import StudyOptions
 
@@ -175,37 +176,9 @@ def parse_forget(text: str | Mapping[str, Any],
             return {"type": "random", "count": int(value)}
         raise ValueError(f"bad forget spec {text!r}: use random:10%, random:0.1 or random:500")
     if kind in HARD_KINDS and arg:
-        return _hard_spec(kind, arg, text)
+        return parse_hard_spec(text)
     raise ValueError(f"bad forget spec {text!r}; use class:NAME[,NAME], random:10%, random:500, "
                      "memorized:5%, mixed:600 or worst:5%")
-
-
-# forget sets chosen by memorization (selection models) or by the worst-case search
-HARD_KINDS = ("memorized", "mixed", "worst")
-
-
-def _hard_spec(kind: str, arg: str, text: str) -> dict[str, Any]:
-    """``memorized:5%`` / ``memorized:500`` / ``mixed:600`` / ``worst:5%`` → spec dict."""
-    example = {"memorized": "memorized:5% or memorized:500", "mixed": "mixed:600",
-               "worst": "worst:5% or worst:500"}[kind]
-    try:
-        if arg.endswith("%"):
-            frac = float(arg[:-1]) / 100
-            if not 0 < frac < 1:
-                raise ValueError
-            return {"type": kind, "fraction": frac}
-        value = float(arg)
-    except ValueError:
-        raise ValueError(f"bad forget spec {text!r}: {kind} needs a count or a percentage in "
-                         f"(0, 100), e.g. {example}") from None
-    if 0 < value < 1:
-        return {"type": kind, "fraction": value}
-    if value >= 1 and value == int(value):
-        if kind == "mixed" and int(value) < 3:
-            raise ValueError(f"bad forget spec {text!r}: mixed needs at least 3 examples "
-                             "(thirds of high, middle and low memorization)")
-        return {"type": kind, "count": int(value)}
-    raise ValueError(f"bad forget spec {text!r}: use {example}")
 
 
 def _check_spec(spec: dict[str, Any], classes: Sequence[str] | None) -> dict[str, Any]:

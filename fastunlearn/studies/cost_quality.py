@@ -258,7 +258,9 @@ def _audit(ctx: StudyContext, shadows: int) -> dict[str, dict[str, Any]]:
     pool = cfg.pool or str(ctx.out.parent / "pool")
     res = audit(AuditConfig(
         methods=methods, dataset=cfg.dataset, model=cfg.model, forget=forget,
-        epochs=cfg.epochs, batch_size=cfg.batch_size or 128, shadows=shadows,
+        # the study's own recipe (fu.train's defaults), not the audit's fast shadow recipe
+        epochs=cfg.epochs, batch_size=cfg.batch_size or 128, lr=0.05, weight_decay=5e-4,
+        schedule="cosine", warmup_epochs=0.0, shadows=shadows,
         method_options={m: cfg.method_config(m) for m in methods if cfg.method_config(m)},
         out=str(ctx.out / "audit"), pool=pool, executor=cfg.executor, workers=cfg.workers,
         device=cfg.device, threads=cfg.threads, progress=cfg.progress))

@@ -24,8 +24,8 @@ pool.
 from __future__ import annotations
 
 import dataclasses
-import json
 import io
+import json
 import logging
 import math
 from collections.abc import Mapping
@@ -49,6 +49,15 @@ HARD = ("memorized", "mixed", "worst")
 
 def is_hard(spec: Mapping[str, Any]) -> bool:
     return spec.get("type") in HARD
+
+
+def membership(n: int, shadows: int, seed: int) -> torch.Tensor:
+    """``[shadows, n]`` bool: each column has exactly ``shadows // 2`` True entries, chosen
+    with a local generator seeded by ``seed`` (the layout of the audit's shadows and of the
+    selection models)."""
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    ranks = torch.rand(shadows, n, generator=g).argsort(0).argsort(0)
+    return ranks < shadows // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +94,6 @@ class Selection:
     def member(self, n: int) -> torch.Tensor:
         """``[models, n]`` bool: which selection model trains on which example (each example in
         exactly half of them)."""
-        from fastunlearn.studies.audit import membership
-
         return membership(n, self.models, self.select_seed)
 
 
@@ -245,4 +252,5 @@ def resolve_hard_forget(spec: Mapping[str, Any], sel: Selection, pool: Path, *,
 
 
 __all__ = ["DEFAULT_SELECT_MODELS", "SELECT_SEED_OFFSET", "Selection", "build_selection_model",
-           "is_hard", "memorization", "resolve", "resolve_hard_forget", "selection_jobs"]
+           "is_hard", "memorization", "membership", "resolve", "resolve_hard_forget",
+           "selection_jobs"]
