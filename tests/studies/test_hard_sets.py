@@ -319,3 +319,20 @@ def test_unlearn_forget_memorized_without_a_proxy_says_how(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "fastunlearn train" in err[0], err
     assert not out.exists()
+
+
+def test_a_study_resolves_a_hard_spec_once(tmp_path):
+    """fu.studies.run takes memorized:; the selection models go into the study's pool, and
+    the resolved ids are in every run's stored spec."""
+    opts = {"dataset": "digits", "epochs": 3, "methods": ("ga",), "seeds": 1,
+            "progress": False, "device": "cpu", "forget": "memorized:10%"}
+    res = fu.studies.run("cost-quality", out=str(tmp_path / "cq"), **opts)
+    pool = tmp_path / "pool"
+    assert len(list(pool.glob("select-half-*"))) == 8
+    for run_dir in (tmp_path / "cq" / "runs").iterdir():
+        stored = json.loads((run_dir / "result.json").read_text())
+        forget = stored["run"]["forget"] if "run" in stored else stored["forget"]
+        assert forget["type"] == "indices" and len(forget["ids"]) == round(0.1 * 1437)
+        assert forget["selected"]["type"] == "memorized"
+    again = fu.studies.run("cost-quality", out=str(tmp_path / "cq"), **opts)
+    assert again.counts["ran"] == 0 and res.counts["ran"] > 0  # same ids, same keys
