@@ -7,7 +7,8 @@ Per audit directory (one forget set) and row (method, do-nothing, ceiling), for 
 
 * forget score — per forget example, N'/2 of the shadows that trained on it, drawn without
   replacement (the score is per example, so each example may use its own shadows), their
-  unlearned and retrained φ give ε; the score × the audit's utility factor;
+  unlearned and retrained φ give ε; the score × the audit's utility factor; on a fixed seeded
+  subset of ``--examples`` forget examples (ε is the slow part), the same in every draw;
 * U-LiRA AUC — N' shadows drawn without replacement; every one of them is the target once,
   Gaussians from the other N' − 1 (examples with no model on a side among them are left out).
 
@@ -52,8 +53,8 @@ def _stack(runs: dict[int, dict[str, np.ndarray]], n: int, key: str = "forget") 
     return np.stack([runs[i][key] for i in range(n)])
 
 
-def curves(audit_dir: Path, methods: list[str], sizes: list[int], draws: int, seed: int
-           ) -> list[dict]:
+def curves(audit_dir: Path, methods: list[str], sizes: list[int], draws: int, seed: int,
+           examples: int = 0) -> list[dict]:
     from fastunlearn.evaluate import audit as A
     from fastunlearn.studies.audit import ulira_by_target
 
@@ -63,6 +64,11 @@ def curves(audit_dir: Path, methods: list[str], sizes: list[int], draws: int, se
     rows_by_method = {r["method"]: r for r in payload["rows"]}
     r_f = _stack(ctx["gold"], n_total)
     rng = np.random.default_rng(seed)
+    # the forget score's ε costs ~5 ms per example and draw: a fixed seeded subset of the
+    # forget examples (the same in every draw, so the spread over draws is the shadows' alone)
+    n_f = member.shape[1]
+    keep = (np.sort(rng.choice(n_f, size=examples, replace=False)) if 0 < examples < n_f
+            else np.arange(n_f))
     out = []
     label = payload["config"]["forget"]
     for m in methods:
@@ -83,10 +89,11 @@ def curves(audit_dir: Path, methods: list[str], sizes: list[int], draws: int, se
                 out.append(_row(label, m, size, 1, fs, fs_sd, auc, auc_sd))
                 continue
             fss, aucs = [], []
-            cols = np.arange(member.shape[1])
+            cols = keep
             for _ in range(draws):
-                pick = np.argsort(rng.random(in_idx.shape), axis=0)[: size // 2]
-                chosen = in_idx[pick, cols[None, :]]            # [size/2, n]
+                sub = in_idx[:, keep]
+                pick = np.argsort(rng.random(sub.shape), axis=0)[: size // 2]
+                chosen = sub[pick, np.arange(len(keep))[None, :]]   # [size/2, kept examples]
                 eps = A.epsilon_scores(u_f[chosen, cols[None, :]], r_f[chosen, cols[None, :]])
                 fss.append(factor * float(A.forget_score(eps, size // 2)))
                 s = rng.choice(n_total, size=size, replace=False)
@@ -145,14 +152,16 @@ def main() -> None:
     ap.add_argument("audits", nargs="+", type=Path, help="finished audit directories")
     ap.add_argument("--methods", nargs="+", default=["retrain", "original"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[8, 16, 32, 64])
-    ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--examples", type=int, default=250,
+                    help="forget examples the sub-N forget score is computed on (0: all)")
     ap.add_argument("--csv", type=Path, default=Path("benchmarks/results/power.csv"))
     ap.add_argument("--plot", type=Path, default=Path("docs/img/power_curves.png"))
     args = ap.parse_args()
     rows = []
     for d in args.audits:
-        rows += curves(d, args.methods, args.sizes, args.draws, args.seed)
+        rows += curves(d, args.methods, args.sizes, args.draws, args.seed, args.examples)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with args.csv.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
