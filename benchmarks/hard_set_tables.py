@@ -33,7 +33,8 @@ def table(audit_dir: Path) -> str:
         f"#### `{name}` — {len(forget.get('ids', [])) or 'class'} examples, N = {task['shadows']} "
         f"({cfg['model']}, {cfg['epochs']} epochs; protocol {cfg.get('protocol', 'lira')})",
         "",
-        f"Machine: {payload['machine']}; audit wall time {payload['wall_s'] / 60:.0f} min.",
+        f"Machine: {payload['machine']}; wall time of the last (resumed) invocation "
+        f"{payload['wall_s'] / 60:.0f} min.",
         "",
         "| method | forget score ↑ [95 % CI] | U-LiRA AUC [95 % CI] | TPR@1% | probe % | FA % | "
         "RA % | TA % | RTE s | × retrain | beats do-nothing |",

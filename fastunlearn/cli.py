@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", nargs="+", metavar="MODEL", help="cross-arch: the models")
     s.add_argument("--methods", nargs="+", metavar="METHOD",
                    help="registered methods (default: the fast ones)")
-    s.add_argument("--forget", help="class:NAME[,NAME], random:10%% or random:500 "
-                                    "(default: the first class)")
+    s.add_argument("--forget", help="class:NAME[,NAME], random:10%%, random:500, memorized:5%%, "
+                                    "mixed:600 or worst:5%% (hard sets: chosen by selection "
+                                    "models trained into the pool; default: the first class)")
     s.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1; N>1 adds 95%% CIs")
     s.add_argument("--epochs", type=int, default=5, help="epochs of original/retrained models")
     s.add_argument("--method-epochs", type=int, help="override every method's epochs")

@@ -38,9 +38,13 @@ def test_deterministic_do_nothing_scores_zero_and_retrain_does_not(challenge_aud
 
 
 def test_a_seeded_method_moves_off_zero(challenge_audit):
+    """Runs of a method that differ in its seed spread like retrains a little: its score
+    leaves the deterministic do-nothing's exact 0 (0.008 in one run, above 0.02 in another, on
+    one CPU with other tests before it or not), and the
+    bootstrap interval excludes 0."""
     ft = _row(challenge_audit, "ft")
-    assert ft["forget_score"] > 0.02, ft
-    assert ft["beats_do_nothing"] is True
+    assert ft["forget_score"] > 0 and ft["forget_score_lo"] > 0, ft
+    assert ft["forget_score"] < _row(challenge_audit, "retrain")["forget_score"], ft
 
 
 def test_challenge_records_its_protocol_and_pool(challenge_audit):

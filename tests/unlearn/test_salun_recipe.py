@@ -223,7 +223,7 @@ def test_defaults_are_the_documented_recipe():
      (RLConfig, {"retain_per_epoch": True}, "retain_per_epoch must be a positive integer"),
      (RLConfig, {"retain_per_epoch": "None"}, "retain_per_epoch must be a positive integer"),
      (RLConfig, {"schedule": "step"}, "rl: schedule must be one of"),
-     (FTConfig, {"schedule": "linear"}, "ft: schedule must be one of")],
+     (FTConfig, {"schedule": "step"}, "ft: schedule must be one of")],
 )
 def test_config_errors(cls, kw, match):
     with pytest.raises(ValueError, match=match):
