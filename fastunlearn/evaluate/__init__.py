@@ -1,4 +1,4 @@
-"""Judging unlearned models (DESIGN §3): accuracy, membership inference, divergence to the
+"""Judging unlearned models: accuracy, membership inference, divergence to the
 retrained model, drift, runtime, per-example audits (ε forget score, U-LiRA, KLoM, linear
 probe, relearn time), plots and reports. Definitions: docs/evaluation.md."""
 

@@ -1,4 +1,4 @@
-"""Accuracy metrics (DESIGN §3): FA/UA, RA, TA, test-forget and per-class test accuracy."""
+"""Accuracy metrics: FA/UA, RA, TA, test-forget and per-class test accuracy."""
 
 from __future__ import annotations
 

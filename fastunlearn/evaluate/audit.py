@@ -1,4 +1,4 @@
-"""Per-example forgetting audits (DESIGN §3 "Per-example audit", issue 12 §2).
+"""Per-example forgetting audits.
 
 The output-level metrics (UA/RA/TA, MIA-Efficacy, JS) average over a forget set; the audits
 here ask, *per example*, whether the distribution of a model statistic under N unlearned models

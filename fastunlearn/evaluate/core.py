@@ -1,6 +1,6 @@
 """``evaluate(model, split, original=..., retrained=...)`` → a flat metrics dict.
 
-Every metric is defined in DESIGN §3 and in the module that computes it
+Every metric is defined in docs/evaluation.md and in the module that computes it
 (:mod:`~fastunlearn.evaluate.accuracy`, :mod:`~fastunlearn.evaluate.mia`,
 :mod:`~fastunlearn.evaluate.divergence`, :mod:`~fastunlearn.evaluate.drift`). An
 :class:`Evaluator` computes each model's outputs once and caches them, so judging several

@@ -1,4 +1,4 @@
-"""Per-sample information measures on predictive distributions (DESIGN §3).
+"""Per-sample information measures on predictive distributions.
 
 All functions take probability tensors ``[N, C]`` (rows sum to 1), compute in float64 with the
 convention ``0 · log 0 = 0`` and return one value per row (``[N]``, float64):

@@ -1,4 +1,4 @@
-"""How far unlearning moved a model (DESIGN §3): confusion drift, per-layer linear CKA,
+"""How far unlearning moved a model: confusion drift, per-layer linear CKA,
 collateral damage, and the activations / penultimate features they need.
 
 - ``confusion_drift(C_u, C_o) = ½ ‖C_u − C_o‖₁ / N`` for two confusion matrices (counts) on the

@@ -1,4 +1,4 @@
-"""Membership inference (DESIGN §3): the SalUn / Sparse-Unlearning "MIA-Efficacy" and a
+"""Membership inference: the SalUn / Sparse-Unlearning "MIA-Efficacy" and a
 loss-threshold attack.
 
 MIA-Efficacy: an attack classifier is fitted on *member* = retain-train samples vs

@@ -1,4 +1,4 @@
-"""Runtime efficiency (RTE, DESIGN §3): cold and warm wall time of an unlearning method and
+"""Runtime efficiency (RTE): cold and warm wall time of an unlearning method and
 its ratio to a retrain timed by the same code.
 
 ``fastunlearn.unlearn`` times one call honestly (device synchronised; masks, Fisher diagonals,

@@ -66,7 +66,7 @@ def write_audit_report(out: Path, rows: list[dict[str, Any]], arrays: dict[str, 
     methods = [r["method"] for r in rows]
     eps = {m: arrays[f"{m}/epsilon"] for m in methods}
     P.plot_epsilon_histogram(eps, out / "epsilon.png")
-    challenge = task.key_data().get("protocol") == "challenge"
+    challenge = task.challenge
     if not challenge:
         P.plot_ulira_roc({m: (arrays[f"{m}/ulira_fpr"], arrays[f"{m}/ulira_tpr"])
                           for m in methods}, out / "ulira_roc.png")
