@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -73,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                "--KEY VALUE (e.g. --momentum 0.5, --mask salun); `--method M --help-method` "
                "lists them with their types and defaults. Flags without a default here take "
                "the method's.")
-    u.add_argument("--method", required=True, help="see `fastunlearn list methods`")
+    u.add_argument("--method", default="auto",
+                   help="see `fastunlearn list methods`; default auto: the recipe that picks "
+                        "its own steps within --set budget=0.05 of a retrain and prints what it "
+                        "chose")
     u.add_argument("--help-method", action="store_true",
                    help="list the method's options (types, defaults) and exit")
     u.add_argument(
@@ -92,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--allow-unchanged", action="store_true",
                    help="exit 0 even when the model comes back unchanged (guard restored the "
                         "original, --epochs 0); it is saved with unchanged: true either way")
+    u.add_argument("--allow-collapse", action="store_true",
+                   help="save the model even when its validation accuracy collapsed toward "
+                        "chance (otherwise: exit 1, nothing saved)")
     _add_run_args(u, from_config=True)
 
     e = sub.add_parser("evaluate", help="metrics of a checkpoint on its forget set")
@@ -892,6 +899,33 @@ def _study_method_options(items: list[str]) -> dict[str, dict[str, Any]]:
     return {m: method_options(m, pairs) for m, pairs in grouped.items()}
 
 
+def auto_table(record: dict) -> str:
+    """``auto``'s choices as a short table: per group its size, treatment and mean signal,
+    then the teacher, the student and the validation signals."""
+    lines = [f"auto: {record['budget']:.0%} of a retrain ({record['retrain_epochs']} epochs, "
+             f"{record['retrain_cost_source']}); spent {record['spent_passes']:.0f} of "
+             f"{record['budget_passes']:.0f} planned sample passes"
+             + (" (raised to the minimum steps: this problem is small)"
+                if record.get("minimum_steps") else ""),
+             f"  {'group':<10} {'size':>5}  {'signal':>6}  treatment"]
+    for name, g in record["groups"].items():
+        sig = "-" if g["mean_signal"] is None else f"{g['mean_signal']:.2f}"
+        lines.append(f"  {name:<10} {g['size']:>5}  {sig:>6}  {g['treatment']}")
+    t, st, sg = record["teacher"], record["student"], record["signals"]
+    if t["steps"]:
+        lines.append(f"  teacher: {t['scramble']}, {t['steps']} retain steps at lr {t['lr']}, "
+                     f"temperature {t['temperature']}, val acc {t['val_acc']:.1f} %")
+    else:
+        lines.append(f"  teacher: {t['scramble']}")
+    lrs = ", ".join(str(v) for v in st.get("lr_tried", [st["lr"]]))
+    lines.append(f"  student: {st['steps']} of {st['planned_steps']} steps, {record['loss']}, "
+                 f"lr {lrs} ({st['stop_reason']})")
+    lines.append(f"  forget-vs-val loss AUC {sg['forget_val_auc_before']:.3f} → "
+                 f"{sg['forget_val_auc_after']:.3f}; val acc {sg['val_acc_before']:.1f} → "
+                 f"{sg['val_acc_after']:.1f} %")
+    return "\n".join(lines)
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from fastunlearn.checkpoint import (
         checkpoint_paths,
@@ -913,7 +947,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
              "progress": False if args.no_progress else None,
              "compile": _COMPILE_MODES.get(args.compile)}
     # built here, not by make_config (which drops None): `--set retain_per_epoch=none` is a value
-    config = entry.config_cls(**{k: v for k, v in flags.items() if v is not None}, **options)
+    given = {k: v for k, v in flags.items() if v is not None}
     if args.model_path:
         path = Path(args.model_path)
     elif args.model and args.dataset:
@@ -933,6 +967,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raise UsageError(f"{path} does not name its dataset; pass --dataset")
     if args.model and meta["model"]["name"] != args.model:
         raise UsageError(f"{path} holds a {meta['model']['name']!r} model, not {args.model!r}")
+    if "retrain_epochs" in {f.name for f in dataclasses.fields(entry.config_cls)} and \
+            "retrain_epochs" not in options and (meta.get("train_config") or {}).get("epochs"):
+        # auto's budget is a fraction of a retrain: the original's epochs from its checkpoint
+        options["retrain_epochs"] = int(meta["train_config"]["epochs"])
+    # built here, not by make_config (which drops None): `--set retain_per_epoch=none` is a value
+    config = entry.config_cls(**given, **options)
     data = _load_data(dataset, args.data_root)
     if getattr(args, "forget", None) and args.forget.lower().startswith("worst:"):
         args._checkpoint_model = load_checkpoint(path).model
@@ -951,6 +991,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     result = unlearn(ckpt.model, split, config)
     if result.info.get("weights_finite") is False:
         _refuse_nonfinite(result.model, config.method, "--lr (or --epochs)")
+    if "auto" in result.info:
+        print(auto_table(result.info["auto"]))
+    if result.info.get("retain_collapsed") and not args.allow_collapse:
+        print(f"{config.method} collapsed the model: validation accuracy on the retained classes "
+              f"{result.info['val_retain_acc_before']:.1f} % → "
+              f"{result.info['val_retain_acc_after']:.1f} %; nothing saved (lower --lr, or pass "
+              "--allow-collapse to keep it)", file=sys.stderr)
+        return EXIT_FAILED
     metrics = _scalar_accuracy(result.model, split)
     metrics.update(result.summary())
     unchanged = bool(result.info.get("unchanged"))

@@ -415,3 +415,45 @@ def test_make_config_keeps_an_explicit_none():
     assert make_config("rl", retain_per_epoch=None).retain_per_epoch is None
     with pytest.raises(ValueError, match="lr must be"):
         make_config("ft", lr=None)
+
+
+@pytest.fixture(scope="module")
+def digits3(tmp_path_factory):
+    """small_cnn after 3 epochs on digits (≈ 86 % retain accuracy): under-trained."""
+    path = tmp_path_factory.mktemp("orig3") / "o3.safetensors"
+    assert main(["train", "--dataset", "digits", "--model", "small_cnn", "--epochs", "3",
+                 "--no-progress", "--device", "cpu", "--out", str(path)]) == 0
+    return path
+
+
+def test_unlearn_defaults_to_auto_and_prints_its_choice(digits3, tmp_path, capsys):
+    out = tmp_path / "auto.safetensors"
+    assert main(["unlearn", "--model-path", str(digits3), "--forget", "class:3",
+                 "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # the budget comes from the checkpoint's training recipe (1 epoch)
+    assert "auto: 5% of a retrain (3 epochs, config.retrain_epochs)" in printed
+    assert "class " in printed and "without the class" in printed
+    assert "teacher: none" in printed and "student:" in printed
+    assert "forget-vs-val loss AUC" in printed
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["unlearn_config"]["method"] == "auto"
+    assert meta["unlearn_config"]["retrain_epochs"] == 3
+    assert meta["metrics"]["forget_acc"] < 20
+
+
+def test_a_collapsed_run_exits_1_and_saves_nothing(digits3, tmp_path, capsys):
+    """zero_shot at its old default lr (0.5) wrecks an under-trained digits model: exit 1,
+    nothing saved, unless --allow-collapse."""
+    out = tmp_path / "zs.safetensors"
+    args = ["unlearn", "--method", "zero_shot", "--model-path", str(digits3), "--forget",
+            "class:3", "--lr", "0.5", "--no-progress", "--device", "cpu", "--out", str(out)]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1 and "collapsed the model" in err and "--allow-collapse" in err
+    assert not out.exists()
+    assert main([*args, "--allow-collapse"]) == 0
+    assert out.exists()
+    # the new default keeps the model
+    out2 = tmp_path / "zs2.safetensors"
+    assert main([*args[:7], *args[9:-1], str(out2)]) == 0, capsys.readouterr()

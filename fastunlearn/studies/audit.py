@@ -395,9 +395,11 @@ def execute_audit_run(run: dict[str, Any], out_dir: str, pool_dir: str, device: 
             rte = float(meta2.get("metrics", {}).get("rte_s", math.nan))
         else:
             # pool models load onto the CPU: "auto" here means the best device of the machine
-            cfg = make_config(method, **{"seed": task.seed * 1000 + i,
-                                         "device": str(resolve_device(device)),
-                                         "progress": False, **run["config"]})
+            opts = {"seed": task.seed * 1000 + i, "device": str(resolve_device(device)),
+                    "progress": False, **run["config"]}
+            if method == "auto":  # its budget: a fraction of the shadow recipe's epochs
+                opts.setdefault("retrain_epochs", int(task.train["epochs"]))
+            cfg = make_config(method, **opts)
             res = unlearn(original, split, cfg)
             model, rte = res.model, res.rte_s
             info = {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool))}

@@ -222,9 +222,12 @@ def _describe(hint: Any) -> str:
 
 
 def unlearn(
-    model: nn.Module, split: ForgetSplit, config: UnlearnConfig, *, inplace: bool = False
+    model: nn.Module, split: ForgetSplit, config: UnlearnConfig | None = None, *,
+    inplace: bool = False
 ) -> UnlearnResult:
-    """Run the method named by ``config`` on a copy of ``model`` and time it.
+    """Run the method named by ``config`` on a copy of ``model`` and time it. Without a
+    config: ``auto`` at its defaults (``fu.AutoConfig()``: at most 5 % of a retrain's cost;
+    ``result.info["auto"]`` records what it chose).
 
     Around the method (outside its timing) every run is checked, and ``result.info`` says:
     ``weights_finite`` (False: the method diverged to NaN/inf weights — never save such a
@@ -239,6 +242,8 @@ def unlearn(
     if not isinstance(model, nn.Module):
         raise TypeError(f"unlearn needs an nn.Module, got {type(model).__name__}")
     check_split_arg(split, "unlearn")
+    if config is None:
+        config = make_config("auto")
     if not isinstance(config, UnlearnConfig):
         raise TypeError(
             f"unlearn needs a method config such as fu.FTConfig(...) or fu.GAConfig(...) (see "
