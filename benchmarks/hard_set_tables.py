@@ -21,6 +21,16 @@ def _f(v: float | None, nd: int) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.{nd}f}"
 
 
+def _size(forget: dict) -> str:
+    if forget.get("ids"):
+        return f"{len(forget['ids'])} examples"
+    if forget.get("type") == "class":
+        return "every example of the class"
+    if forget.get("fraction"):
+        return f"{forget['fraction']:.0%} of the training set, drawn with seed {forget['seed']}"
+    return f"{forget.get('count')} examples"
+
+
 def table(audit_dir: Path) -> str:
     payload = json.loads((audit_dir / "audit.json").read_text())
     rows = payload["rows"]
@@ -30,7 +40,7 @@ def table(audit_dir: Path) -> str:
     forget = task["forget"]
     name = cfg["forget"] if isinstance(cfg["forget"], str) else "given ids"
     lines = [
-        f"#### `{name}` — {len(forget.get('ids', [])) or 'class'} examples, N = {task['shadows']} "
+        f"#### `{name}` — {_size(forget)}, N = {task['shadows']} "
         f"({cfg['model']}, {cfg['epochs']} epochs; protocol {cfg.get('protocol', 'lira')})",
         "",
         f"Machine: {payload['machine']}; wall time of the last (resumed) invocation "

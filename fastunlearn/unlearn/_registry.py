@@ -234,7 +234,7 @@ def unlearn(
     model), ``unchanged`` (every weight equals the input's: a guard restored the original,
     ``epochs=0`` …; ``unchanged_reason`` says which) and the shared validation guard's
     ``retain_collapsed`` with ``val_retain_acc_before`` / ``_after``
-    (:class:`~fastunlearn.unlearn._losses.RetainHealth`). Misuse raises one clear
+    (:class:`~fastunlearn.engine.guards.RetainHealth`). Misuse raises one clear
     ``TypeError`` / ``ValueError`` before any work: a model that is not an ``nn.Module``, a
     dataset or data part instead of a ``ForgetSplit``, a config that is not a method config,
     a model whose output size is not the split's class count.
