@@ -68,6 +68,12 @@ class EvalConfig:
     with ``mia_efficacy_std`` (sample standard deviation) and the per-seed values
     ``mia_efficacy_seeds``; the per-feature diagnostics use the first seed.
     ``mia_nonmembers``: see :data:`MIA_NONMEMBERS` (default ``"reference"``).
+    ``linear_probe``: also report ``probe_forget_acc`` — what a fresh linear head on the
+    frozen penultimate features recovers of the forget set (the forgotten classes' test images
+    for class forgetting, the forget samples themselves otherwise; probe trained on ≤ 3000
+    training samples, :func:`~fastunlearn.evaluate.audit.linear_probe`) — and, with a
+    retrained model, ``retrain_probe_forget_acc``. A head-only edit leaves it at the
+    original's; the output metrics cannot see that.
     """
 
     batch_size: int = 512
@@ -79,6 +85,7 @@ class EvalConfig:
     cka_probe: int = 256
     mia_seeds: int = 5
     mia_nonmembers: str = "reference"
+    linear_probe: bool = False
 
     def __post_init__(self) -> None:
         if not _is_int(self.batch_size) or self.batch_size < 1:
@@ -274,6 +281,25 @@ class Evaluator:
         return out.activations
 
     # ------------------------------------------------------------------------ evaluate
+    def probe_recovery(self, out: ModelOutputs) -> float:
+        """``probe_forget_acc`` of one model (cached with its outputs): see
+        :class:`EvalConfig`."""
+        if "probe_forget_acc" not in out.extra:
+            from fastunlearn.evaluate.audit import linear_probe
+
+            split, seed = self.split, self.config.seed
+            if not out.finite:
+                out.extra["probe_forget_acc"] = math.nan
+            elif split.kind == "class":
+                probe = linear_probe(out.model, split.full.take(3000, seed=seed), split.test,
+                                     forget_classes=split.forget_class_ids, seed=seed)
+                out.extra["probe_forget_acc"] = float(probe["forget_class_accuracy"])
+            else:
+                probe = linear_probe(out.model, split.retain.take(3000, seed=seed), split.forget,
+                                     seed=seed)
+                out.extra["probe_forget_acc"] = float(probe["accuracy"])
+        return out.extra["probe_forget_acc"]
+
     def evaluate(
         self,
         model: nn.Module | Any,
@@ -310,10 +336,14 @@ class Evaluator:
         res["entropy_forget"] = _mean(ent_f) if u.finite else math.nan
         res["entropy_forget_norm"] = res["entropy_forget"] / log_c
 
+        if cfg.linear_probe:
+            res["probe_forget_acc"] = self.probe_recovery(u)
         if gold_model is not None:
             g = self.outputs(gold_model)
             if cfg.mia:
                 self.membership(g)
+            if cfg.linear_probe:
+                res["retrain_probe_forget_acc"] = self.probe_recovery(g)
             for k in HEADLINE:
                 res[f"retrain_{k}"] = g.accuracy[k]
                 res[f"gap_{k}"] = abs(res[k] - g.accuracy[k])

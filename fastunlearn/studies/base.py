@@ -96,7 +96,8 @@ def run(name: str, config: StudyConfig | None = None, *, split: Any = None,
     results, counts = execute(
         runs, out, pool_dir=config.pool, executor=config.executor, workers=config.workers,
         device=config.device, threads=config.threads, cpus_per_run=config.cpus_per_run,
-        gpus_per_run=config.gpus_per_run, eval_options=config.eval_options(),
+        gpus_per_run=config.gpus_per_run,
+        eval_options={**config.eval_options(), **study.eval_options},
         progress=config.progress,
     )
     rows = result_rows(results)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fastunlearn.studies.base import (
+    HEADLINE_METRICS,
     StudyContext,
     cell,
     figure,
@@ -102,7 +103,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 @register_study("cost-quality",
                 "Which method gives the best forgetting quality (smallest Avg-Gap to the "
                 "retrained model) for its cost (wall time as a fraction of retraining)?",
-                options=CostQualityOptions)
+                options=CostQualityOptions,
+                # probe recovery beside Avg-Gap: the column a head-only edit cannot win
+                eval_options={"linear_probe": True})
 class CostQuality:
     @staticmethod
     def plan(config: StudyConfig, data: Any) -> list[dict[str, Any]]:
@@ -119,7 +122,7 @@ class CostQuality:
     def report(ctx: StudyContext) -> str:
         opts = CostQualityOptions.of(ctx.config)
         shadows, quality = opts.shadows, opts.quality
-        summary = summarise(ctx, ["method"])
+        summary = summarise(ctx, ["method"], (*HEADLINE_METRICS, "probe_forget_acc"))
         audit_rows = _audit(ctx, shadows) if shadows else {}
         for r in summary:
             r.update({k: v for k, v in audit_rows.get(r["method"], {}).items()
@@ -167,8 +170,9 @@ class CostQuality:
         ax.grid(alpha=0.3, which="both")
         png = savefig(fig, ctx.out / "pareto.png")
 
-        audit_head = (["forget score", "U-LiRA AUC", "probe %"] if shadows else [])
-        head = ["method", "Avg-Gap", "UA", "RA", "TA", "MIA-Eff.", "JS to retrain", *audit_head,
+        audit_head = (["forget score", "U-LiRA AUC", "audit probe %"] if shadows else [])
+        head = ["method", "Avg-Gap", "UA", "RA", "TA", "MIA-Eff.", "JS to retrain", "probe %",
+                *audit_head,
                 "RTE (s)", "× retrain", "Pareto", "beats do-nothing"]
 
         def audit_cells(r: dict[str, Any]) -> list[str]:
@@ -182,18 +186,21 @@ class CostQuality:
             body.append([
                 f"`{r['method']}`", cell(r, "avg_gap"), _ua(r), cell(r, "retain_acc"),
                 cell(r, "test_acc"), cell(r, "mia_efficacy"), cell(r, "js_to_retrain", 4),
-                *audit_cells(r), cell(r, "rte_s", 1), cell(r, "rte_ratio", 3),
+                cell(r, "probe_forget_acc", 1), *audit_cells(r), cell(r, "rte_s", 1),
+                cell(r, "rte_ratio", 3),
                 "★" if r["method"] in on_front else "", "✓" if r["_beats"] else "✗",
             ])
         if nothing:
             n = nothing
             body.append(["original (do nothing)", cell(n, "avg_gap"), _ua(n),
                          cell(n, "retain_acc"), cell(n, "test_acc"), cell(n, "mia_efficacy"),
-                         cell(n, "js_to_retrain", 4), *audit_cells(n), "0", "0", "", ""])
+                         cell(n, "js_to_retrain", 4), cell(n, "probe_forget_acc", 1),
+                         *audit_cells(n), "0", "0", "", ""])
         if gold_row:
             g = gold_row
             body.append(["retrain (gold)", "0", _ua(g), cell(g, "retain_acc"), cell(g, "test_acc"),
-                         cell(g, "mia_efficacy"), "0", *audit_cells(g), cell(g, "rte_s", 1), "1",
+                         cell(g, "mia_efficacy"), "0", cell(g, "probe_forget_acc", 1),
+                         *audit_cells(g), cell(g, "rte_s", 1), "1",
                          "", ""])
         text = (f"## Results (sorted by {QUALITY[quality][1].split(' (')[0]})\n\n"
                 + md_table(head, body) + f"\n![Pareto front]({relpath(png, ctx)})\n\n")
@@ -211,7 +218,12 @@ class CostQuality:
                         "row, same original and gold model, does not lie above 0)"
                         if paired else "") + ": "
                      + ", ".join(f"`{m}`" for m in losers) + ".\n\n")
-        text += "## Answer\n\n" + _answer(methods, front, pts, QUALITY[quality][1]) + "\n"
+        text += ("probe %: what a fresh linear head on the frozen penultimate features "
+                 "recovers of the forget set (the forgotten classes' test images for class "
+                 "forgetting) — the retrain's is the level to match; a head-only edit keeps the "
+                 "original's.\n\n")
+        text += "## Answer\n\n" + _answer(methods, front, pts, QUALITY[quality][1])
+        text += _probe_caveat(methods, gold_row, nothing) + "\n"
         return text
 
 
@@ -328,3 +340,40 @@ def _answer(methods: list[dict[str, Any]], front: list[int],
         parts.append(f"Within 1 point of the best Avg-Gap, the cheapest is `{c['method']}` "
                      f"({c['rte_ratio_mean']:.3f}× retrain).")
     return " ".join(parts) + "\n"
+
+
+#: probe recovery this many points above the retrain's counts as "the features still carry
+#: the forget set"
+PROBE_SLACK = 5.0
+
+
+def _probe_caveat(methods: list[dict[str, Any]], gold: dict[str, Any] | None,
+                  nothing: dict[str, Any] | None) -> str:
+    """What Avg-Gap misses, said plainly: when the best method's features still give the
+    forget set away to a linear probe (≥ :data:`PROBE_SLACK` points above the retrain's),
+    name it and the best method whose probe is within the slack."""
+    ref = (gold or {}).get("probe_forget_acc_mean", math.nan)
+    if not methods or not math.isfinite(ref):
+        return ""
+    best = methods[0]
+    p = best.get("probe_forget_acc_mean", math.nan)
+    if not math.isfinite(p) or p <= ref + PROBE_SLACK:
+        return ""
+    orig = (nothing or {}).get("probe_forget_acc_mean", math.nan)
+    text = (f"\nBut Avg-Gap compares outputs only: a linear probe on `{best['method']}`'s "
+            f"features still recovers {p:.1f} % of the forget set (retrain: {ref:.1f} %"
+            + (f", original: {orig:.1f} %" if math.isfinite(orig) else "")
+            + ") — the forgotten information is still in the representation, and a head-only "
+            "edit would look just like this.")
+    honest = [r for r in methods
+              if r.get("probe_forget_acc_mean", math.inf) <= ref + PROBE_SLACK]
+    if honest:
+        h = honest[0]
+        text += (f" Among methods whose probe is within {PROBE_SLACK:.0f} points of the "
+                 f"retrain's, the closest on Avg-Gap is `{h['method']}` (Avg-Gap "
+                 f"{h['avg_gap_mean']:.2f} at {h['rte_ratio_mean']:.3f}× the retrain time, "
+                 f"probe {h['probe_forget_acc_mean']:.1f} %).")
+    else:
+        text += (f" No method's probe comes within {PROBE_SLACK:.0f} points of the "
+                 "retrain's.")
+    return text + "\n"

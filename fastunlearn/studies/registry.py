@@ -8,7 +8,7 @@ once ``fastunlearn.studies`` (or any of its modules) is imported.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastunlearn.studies.options import NoOptions, StudyOptions
@@ -26,6 +26,7 @@ class Study:
     report: Callable[[Any], str]
     default_methods: tuple[str, ...] | None = None
     options_cls: type[StudyOptions] = NoOptions
+    eval_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -42,10 +43,13 @@ _STUDIES: dict[str, Study] = {}
 
 
 def register_study(name: str, question: str, *, default_methods: tuple[str, ...] | None = None,
-                   options: type[StudyOptions] = NoOptions) -> Callable[[type], type]:
+                   options: type[StudyOptions] = NoOptions,
+                   eval_options: dict[str, Any] | None = None) -> Callable[[type], type]:
     """Class decorator: the class defines ``plan(config, data)`` and ``report(ctx)``
     (static methods); ``options``: its :class:`~fastunlearn.studies.options.StudyOptions`
-    subclass (whose ``study`` is ``name``), :class:`NoOptions` when it takes none."""
+    subclass (whose ``study`` is ``name``), :class:`NoOptions` when it takes none;
+    ``eval_options``: :class:`~fastunlearn.evaluate.core.EvalConfig` fields the study's runs
+    always set (beside the study config's own)."""
     if not (isinstance(options, type) and issubclass(options, StudyOptions)):
         raise TypeError(f"study {name!r}: options must be a StudyOptions subclass, got "
                         f"{options!r}")
@@ -56,7 +60,8 @@ def register_study(name: str, question: str, *, default_methods: tuple[str, ...]
     def deco(cls: type) -> type:
         if name in _STUDIES:
             raise ValueError(f"study {name!r} is already registered")
-        _STUDIES[name] = Study(name, question, cls.plan, cls.report, default_methods, options)
+        _STUDIES[name] = Study(name, question, cls.plan, cls.report, default_methods, options,
+                               dict(eval_options or {}))
         return cls
 
     return deco

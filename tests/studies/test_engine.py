@@ -146,10 +146,34 @@ def test_cost_quality_end_to_end(tmp_path):
     for ln in (ln for ln in report.splitlines() if ln.startswith("| `")):
         mark = ln.rstrip(" |").split("|")[-1].strip()
         assert mark == ("✓" if float(ln.split("|")[2]) < gap0 else "✗"), ln
+    # probe recovery is a default column (every run, the retrain's included)
+    assert "probe %" in report
+    for r in rows:
+        assert 0.0 <= float(r["probe_forget_acc"]) <= 100.0, r
     # the table is sorted by Avg-Gap
     table = [ln for ln in report.splitlines() if ln.startswith("| `")]
     gaps = [float(ln.split("|")[2]) for ln in table]
     assert gaps == sorted(gaps) and len(gaps) == 2
+
+
+def test_the_answer_says_what_avg_gap_misses():
+    """A head edit that wins Avg-Gap but leaves the class in the features is named as such,
+    with the best method whose probe is near the retrain's; no caveat when the winner's
+    probe is near."""
+    from fastunlearn.studies.cost_quality import _probe_caveat
+
+    head = {"method": "zero_shot", "avg_gap_mean": 0.05, "rte_ratio_mean": 0.004,
+            "probe_forget_acc_mean": 83.0}
+    deep = {"method": "ct", "avg_gap_mean": 1.2, "rte_ratio_mean": 0.15,
+            "probe_forget_acc_mean": 71.0}
+    gold, nothing = {"probe_forget_acc_mean": 69.0}, {"probe_forget_acc_mean": 84.0}
+    text = _probe_caveat([head, deep], gold, nothing)
+    assert "`zero_shot`'s features still recovers 83.0 %" in text
+    assert "retrain: 69.0 %" in text and "original: 84.0 %" in text
+    assert "the closest on Avg-Gap is `ct`" in text
+    assert "No method's probe" in _probe_caveat([head], gold, nothing)
+    assert _probe_caveat([deep, head], gold, nothing) == ""
+    assert _probe_caveat([head], {}, nothing) == ""  # no retrain probe: nothing to say
 
 
 def test_cost_quality_with_audit_columns(tmp_path):
