@@ -457,3 +457,12 @@ def test_a_collapsed_run_exits_1_and_saves_nothing(digits3, tmp_path, capsys):
     # the new default keeps the model
     out2 = tmp_path / "zs2.safetensors"
     assert main([*args[:7], *args[9:-1], str(out2)]) == 0, capsys.readouterr()
+
+
+def test_version(capsys):
+    import fastunlearn
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastunlearn {fastunlearn.__version__}"

@@ -41,3 +41,11 @@ def test_public_functions_are_not_shadowed_by_submodules():
     assert callable(fu.train) and callable(fu.evaluate) and callable(fu.unlearn)
     with pytest.raises(AttributeError):
         fu.does_not_exist  # noqa: B018
+
+
+def test_version_matches_the_package_metadata():
+    from importlib.metadata import version
+
+    import fastunlearn
+
+    assert version("fastunlearn") == fastunlearn.__version__

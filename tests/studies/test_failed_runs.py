@@ -79,7 +79,9 @@ def test_changed_evaluation_options_re_evaluate(tmp_path):
     assert more.counts["ran"] == more.counts["runs"] and more.counts["pool_trained"] == 0
     key = _rows(more.out)["ga"]["key"]
     saved = json.loads((more.out / "runs" / key / keys.RESULT_FILE).read_text())
-    assert saved["eval_key"] == keys.eval_key({"max_samples": 150, "cka": False})
+    # cost-quality always adds the linear probe
+    assert saved["eval_key"] == keys.eval_key({"max_samples": 150, "cka": False,
+                                               "linear_probe": True})
     cka = run("cost-quality", StudyConfig(**{**base, "mia_samples": 150, "cka": True}))
     assert cka.counts["ran"] == cka.counts["runs"]
     assert "layer_cka.logits" in _rows(cka.out)["ga"]
