@@ -210,10 +210,15 @@ def test_unchanged_model_is_said_and_fails_unless_allowed(tmp_path, capsys, ckpt
     assert "unchanged" not in json.loads((tmp_path / "x.json").read_text())
 
 
-def test_collapse_is_warned_on_stdout(tmp_path, capsys, ckpts):
-    rc, out, err = _run(["unlearn", "--method", "rl", "--model-path", str(ckpts["orig"]),
-                         "--forget-class", "3", "--lr", "1e30", "--epochs", "1", *CPU, "--out",
-                         str(tmp_path / "r")], capsys)
+def test_a_collapse_exits_1_unless_allowed(tmp_path, capsys, ckpts):
+    """A run whose validation accuracy collapses is refused (exit 1, nothing saved), the same
+    policy as NaN weights; --allow-collapse keeps it, with the warning and the flag saved."""
+    args = ["unlearn", "--method", "rl", "--model-path", str(ckpts["orig"]), "--forget-class",
+            "3", "--lr", "1e30", "--epochs", "1", *CPU, "--out", str(tmp_path / "r")]
+    rc, out, err = _run(args, capsys)
+    assert rc == 1 and "collapsed the model" in err and "--allow-collapse" in err
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.safetensors").exists()
+    rc, out, err = _run([*args, "--allow-collapse"], capsys)
     assert rc == 0, err
     assert "warning: validation accuracy on the retained classes collapsed" in out
     meta = json.loads((tmp_path / "r.json").read_text())
