@@ -837,7 +837,7 @@ def linear_probe(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Linear probe on frozen penultimate features: does the representation still encode
-    what the output no longer shows? (issue 12 §2; catches head-only edits.)
+    what the output no longer shows? (It catches head-only edits.)
 
     The penultimate features of ``model`` (:func:`~fastunlearn.evaluate.drift.
     penultimate_features`) on ``train_part`` (retain + forget training samples) are
@@ -929,7 +929,7 @@ def relearn_time(
     retain_subset: DataPart | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Relearn time (Golatkar et al. 2020; issue 12 §2): fine-tune a deep copy of ``model``
+    """Relearn time (Golatkar et al. 2020): fine-tune a deep copy of ``model``
     with SGD (``lr``, ``momentum``, cross-entropy, no augmentation) on ``forget_subset`` (a few
     forget samples) and count the optimizer steps until its accuracy on that subset reaches
     ``target_acc`` (percent; typically the original model's accuracy on the same subset).

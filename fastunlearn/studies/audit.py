@@ -1,4 +1,4 @@
-"""The forgetting audit (issue 12): per-example privacy scores of unlearning methods from a
+"""The forgetting audit: per-example privacy scores of unlearning methods from a
 pool of shadow models, plus feature-level checks — one resumable run per (method, shadow).
 
 **Shadow pool** (the efficient-LiRA layout). ``N`` (even) shadow models; every training example

@@ -18,8 +18,9 @@ from fastunlearn.studies.options import StudyOptions
 # any plain model (sisa needs a SISA-trained ensemble, retrain is the reference row).
 FAST_METHODS = ("ft", "ga", "neggrad_plus", "rl", "salun", "boundary_shrink", "scrub",
                 "two_stage", "fisher", "influence", "zero_shot")
-# the default of cost-quality: the fast ones, methods III (issue 16) and the two remaining
-# baselines of methods I (l1_sparse ≈ 0.4 × retrain, bad_teacher)
+# the default of cost-quality: the fast ones, the retrain-free and partial-retrain methods
+# (ssd, sfr_on, rum, msg, ct, delete) and the two remaining baselines (l1_sparse ≈ 0.4 ×
+# retrain, bad_teacher)
 COST_QUALITY_METHODS = FAST_METHODS + ("ssd", "sfr_on", "rum", "msg", "ct", "delete",
                                        "l1_sparse", "bad_teacher")
 NOT_FOR_STUDIES = ("retrain", "sisa")

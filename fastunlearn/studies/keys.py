@@ -34,7 +34,7 @@ import torch
 log = logging.getLogger(__name__)
 
 # ``method == DO_NOTHING`` evaluates the original model itself (cost 0): the baseline every
-# method must beat (issue 12 §5).
+# method must beat.
 DO_NOTHING = "original"
 RESULT_FILE = "result.json"
 # Run fields that define what is computed (the key); "tags" only label the run for reports.
@@ -43,7 +43,7 @@ KEY_FIELDS = ("dataset", "model", "forget", "train", "method", "config", "seed",
 TIMING_COLUMNS = ("rte_s", "rte_cold_s", "rte_warm_s", "peak_mem_mb", "retrain_rte_s",
                   "rte_ratio", "wall_s")
 #: the version of the metric definitions; part of every evaluation key, so a change of a
-#: definition (2: MIA non-members and attack seeds as in issue 12 §6) re-evaluates old runs
+#: definition (2: the SalUn reference's MIA non-members, 5 attack seeds) re-evaluates old runs
 EVAL_VERSION = 2
 
 

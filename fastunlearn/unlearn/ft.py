@@ -5,7 +5,7 @@
 ``Classification/unlearn/FT.py``) is constant for its ≤ 10-epoch runs (its MultiStepLR
 milestones 91, 136 are never reached), so ``schedule="constant"`` reproduces it. Cosine stays
 the default: it kept 0.6 retain / 0.4 test accuracy points more than constant on
-fashion-mnist-10k random 10 % (3 seeds; issue 16's side-by-side run: 1.4–2.9 points) —
+fashion-mnist-10k random 10 % (3 seeds; the side-by-side run: 1.4–2.9 points) —
 docs/methods.md, "Reference fidelity".
 
 With ``mask="salun"`` or ``mask="ig"`` only the weights most salient for the forget set

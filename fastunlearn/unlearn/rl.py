@@ -18,7 +18,7 @@ SGD + momentum and a cosine schedule runs over them in the order ``rl_order`` sa
 ``retain_per_epoch`` (default 12 000; None = the whole retain set every epoch, as the
 reference): the retain samples seen per epoch, a fresh draw each epoch. 12 000 keeps the cost
 near 0.1× retrain on Fashion-MNIST (54 000 retain samples on random 10 %), about 3× less than
-the whole set; the side-by-side run of issue 16 measured it at 2.6 retain / 1.6 test accuracy
+the whole set; the 3-seed side-by-side run measured it at 2.6 retain / 1.6 test accuracy
 points below the whole set on random 10 %, and on fashion-mnist-10k the same 22 % share cost
 3.3 / 3.8 points (3 seeds). Below 12 000 retain samples the default is the whole set.
 docs/methods.md ("Reference fidelity") has the tables.
